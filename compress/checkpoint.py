@@ -1,0 +1,137 @@
+"""Checkpoints: safetensors only, with the architecture in the file's metadata.
+
+A checkpoint stores tensors plus string metadata: ``arch`` (registry name), ``channels``,
+``arch_kwargs`` (JSON) and anything else the writer adds (quality, colour, steps...). Pickle-bearing
+files (``torch.save``) are refused unless they load with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from compress.errors import CheckpointError
+
+_PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # raw pickle protocol 2+, torch zip archive
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    *,
+    arch: str,
+    channels: int,
+    arch_kwargs: dict[str, Any] | None = None,
+    extra_tensors: dict[str, torch.Tensor] | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Save ``model``'s state dict (plus optional extra tensors) as safetensors, atomically."""
+    from safetensors.torch import save
+
+    p = Path(path)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    for k, v in (extra_tensors or {}).items():
+        tensors[k] = v.detach().cpu().contiguous()
+    meta = {"format": "compress-checkpoint/1", "arch": arch, "channels": str(channels)}
+    meta["arch_kwargs"] = json.dumps(arch_kwargs or {}, sort_keys=True)
+    for k, v in (metadata or {}).items():
+        meta[k] = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+    atomic_write_bytes(p, save(tensors, metadata=meta))
+    return p
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read tensors and metadata. Safetensors first; a ``.pth`` only through ``weights_only=True``."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: checkpoint not found")
+    with p.open("rb") as fh:
+        head = fh.read(8)
+    if head[:1] == _PICKLE_MAGIC[0] or head[:4] == _PICKLE_MAGIC[1]:
+        try:
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise CheckpointError(
+                f"{p}: refused: this file needs pickle to load (not a plain tensor file): {str(exc).splitlines()[0]}"
+            ) from None
+        if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+            obj = obj["state_dict"]
+        if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+            raise CheckpointError(f"{p}: not a state dict of tensors")
+        return dict(obj), {}
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(p))
+        from safetensors import safe_open
+
+        with safe_open(str(p), framework="pt") as fh:
+            meta = dict(fh.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{p}: corrupt or not a safetensors file ({exc})") from None
+    return tensors, meta
+
+
+def load_model(
+    path: str | Path, arch: str | None = None, *, channels: int | None = None
+) -> tuple[nn.Module, dict[str, str]]:
+    """Build the checkpoint's architecture and load its weights (strict).
+
+    ``arch``/``channels`` are needed for files without metadata (e.g. the reference ``.pth``); when
+    the file names an architecture and ``arch`` disagrees, that is an error.
+    """
+    from compress.nets import build_model
+
+    p = Path(path)
+    tensors, meta = read_checkpoint(p)
+    file_arch = meta.get("arch")
+    if arch is not None and file_arch is not None and normalize_arch(arch) != file_arch:
+        raise CheckpointError(f"{p}: checkpoint is for architecture {file_arch!r}, not {normalize_arch(arch)!r}")
+    name = file_arch or (normalize_arch(arch) if arch else None)
+    if name is None:
+        raise CheckpointError(f"{p}: file has no architecture metadata; pass --arch")
+    ch = int(meta["channels"]) if "channels" in meta else channels
+    kwargs = json.loads(meta.get("arch_kwargs", "{}"))
+    if "features" in kwargs:
+        kwargs["features"] = tuple(kwargs["features"])
+    model = build_model(name, ch, **kwargs)
+    state = {k: v for k, v in tensors.items() if not k.startswith("_extra.")}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()
+        raise CheckpointError(
+            f"{p}: weights do not fit architecture {name!r} with {ch} channels: {' '.join(first[:3])[:300]}"
+        ) from None
+    model.eval()
+    return model, meta
+
+
+_ARCH_ALIASES = {"ARCNN": "arcnn", "FastARCNN": "fast_arcnn", "FAST_ARCNN": "fast_arcnn", "fastarcnn": "fast_arcnn"}
+
+
+def normalize_arch(name: str) -> str:
+    """Map the brief's spellings (``ARCNN``, ``FastARCNN``) to registry names."""
+    return _ARCH_ALIASES.get(name, _ARCH_ALIASES.get(name.upper(), name.lower() if name.isupper() else name))

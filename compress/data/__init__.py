@@ -1,0 +1,1 @@
+"""Data: JPEG degradation, image loading, dataset registry, downloads, training patches."""

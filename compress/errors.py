@@ -1,0 +1,33 @@
+"""The package's exceptions: one base class, a subclass per kind of failure.
+
+The CLI turns any :class:`CompressError` into one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+
+class CompressError(Exception):
+    """Base class of every error the package raises on purpose."""
+
+
+class RegistryError(CompressError, KeyError):
+    """An unknown or duplicate name in a registry."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want it plain
+        return str(self.args[0]) if self.args else ""
+
+
+class DataError(CompressError):
+    """Missing, empty or unreadable data (images, data roots, archives)."""
+
+
+class CheckpointError(CompressError):
+    """A missing, corrupt, unsafe or mismatched checkpoint."""
+
+
+class RecipeError(CompressError):
+    """An invalid recipe; the message names file, line and key."""
+
+
+class TrainingError(CompressError):
+    """Training cannot go on (e.g. a non-finite loss)."""
