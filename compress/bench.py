@@ -1,0 +1,200 @@
+"""Benchmarks: machine peak, training throughput per precision / layout, input pipeline speed.
+
+Each benchmark writes a tidy CSV under ``results/bench/`` with the machine description and the load
+average in columns, so numbers taken on a busy machine are recognisable as such. Benchmarks time;
+tests do not.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import platform
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+BENCH_DIR = Path("results/bench")
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def load_avg() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def _time(fn: Callable[[], Any], *, warmup: int, reps: int) -> float:
+    """Median seconds per call."""
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    ts.sort()
+    return ts[len(ts) // 2]
+
+
+def matmul_peak(threads: int, n: int = 2048, reps: int = 10) -> dict[str, float]:
+    """GFLOP/s of an ``n x n`` matmul in fp32 and bf16 on ``threads`` threads."""
+    torch.set_num_threads(threads)
+    out = {}
+    for dtype, name in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
+        a = torch.randn(n, n, dtype=dtype)
+        b = torch.randn(n, n, dtype=dtype)
+        s = _time(lambda a=a, b=b: a @ b, warmup=3, reps=reps)
+        out[name] = 2 * n**3 / s / 1e9
+    return out
+
+
+@dataclass(frozen=True)
+class TrainSpeed:
+    model: str
+    setting: str
+    patch: int
+    batch: int
+    threads: int
+    ms_per_step: float
+    pixels_per_s: float
+    gmacs_per_s: float
+    fraction_of_fp32_peak: float
+    fraction_of_bf16_peak: float
+    load_avg: float
+
+
+def _train_step_fn(model: nn.Module, setting: str, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+    bf16 = "bf16" in setting
+    if "channels_last" in setting:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+        y = y.contiguous(memory_format=torch.channels_last)
+    fwd: Callable[[torch.Tensor], torch.Tensor] = model
+    if "compile" in setting:
+        fwd = torch.compile(model)  # type: ignore[assignment]
+    opt = torch.optim.Adam(model.parameters(), 1e-4)
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = fwd(x)
+        loss = nn.functional.mse_loss(out.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def training_speed(
+    models: Iterable[str], settings: Iterable[str], patches: Iterable[int], *, batch: int = 16, threads: int = 2,
+    reps: int = 5, peak: dict[str, float] | None = None,
+) -> list[TrainSpeed]:
+    """Forward + backward + Adam step throughput; MAC/s counts 3x the forward MACs (fwd + 2 for backward)."""
+    from compress.cost import profile_frame
+    from compress.nets import build_model
+
+    torch.set_num_threads(threads)
+    peak = peak or matmul_peak(threads)
+    rows = []
+    for name in models:
+        for p in patches:
+            for setting in settings:
+                torch.manual_seed(0)
+                model = build_model(name)
+                ch = 3
+                x = torch.rand(batch, ch, p, p)
+                y = torch.rand(batch, ch, p, p)
+                step = _train_step_fn(model, setting, x, y)
+                try:
+                    s = _time(step, warmup=2 if "compile" not in setting else 3, reps=reps)
+                except Exception as exc:  # torch.compile may be unavailable (no compiler): record, go on
+                    print(f"{name} {setting} p{p}: failed ({str(exc).splitlines()[0][:120]})")
+                    continue
+                macs = profile_frame(model, ch, p, p).macs_true * batch * 3
+                gmacs = macs / s / 1e9
+                rows.append(
+                    TrainSpeed(
+                        name, setting, p, batch, threads, s * 1e3, batch * p * p / s, gmacs,
+                        2 * gmacs / peak["fp32"], 2 * gmacs / peak["bf16"], load_avg(),
+                    )
+                )
+                print(f"{name:10s} {setting:22s} p{p:<3d} {s * 1e3:8.1f} ms/step {batch * p * p / s / 1e3:8.1f} kpx/s "
+                      f"{gmacs:6.1f} GMAC/s  load {load_avg()}", flush=True)
+    return rows
+
+
+def loader_speed(images_dir: str | Path, *, patch: int = 24, batch: int = 16, quality: int = 10, seconds: float = 20.0,
+                 limit: int | None = None) -> dict[str, float]:
+    """Patches/s of the reference loader (decode per patch) and of :class:`PatchBatches`, one process each."""
+    import random
+
+    from compress.data.patches import PatchBatches, PatchConfig, ReferenceLoader, list_images, load_training_images
+
+    files = list_images(images_dir)[:limit]
+    random.seed(0)
+    ref = ReferenceLoader(files, patch, quality, augment=True)
+    n = 0
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        ref[n % len(ref)]
+        n += 1
+    ref_rate = n / (time.perf_counter() - t0)
+    t_setup = time.perf_counter()
+    fast = PatchBatches(load_training_images(images_dir, limit=limit),
+                        PatchConfig(patch, batch, (quality,), "rgb", True, 0))
+    setup_s = time.perf_counter() - t_setup
+    n = 0
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        fast[n]
+        n += 1
+    fast_rate = n * batch / (time.perf_counter() - t0)
+    return {
+        "reference_patches_per_s": ref_rate, "fast_patches_per_s": fast_rate, "ratio": fast_rate / ref_rate,
+        "fast_setup_s": setup_s, "images": float(len(files)), "patch": float(patch), "load_avg": load_avg(),
+    }
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    m = machine()
+    rows = [{**r, **{f"machine_{k}": v for k, v in m.items()}, "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            for r in rows]
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def run_training_bench(out: Path = BENCH_DIR, *, quick: bool = False) -> Path:
+    threads = min(2, os.cpu_count() or 1)
+    peak = matmul_peak(threads)
+    print(f"matmul peak on {threads} threads: fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s")
+    models = ["arcnn", "fast_arcnn"] if quick else ["arcnn", "fast_arcnn", "rdn_s", "idcn_s"]
+    settings = ["fp32", "channels_last", "bf16", "channels_last+bf16", "compile"]
+    patches = [48] if quick else [24, 48, 96]
+    rows = training_speed(models, settings, patches, threads=threads, peak=peak)
+    dicts = [{**asdict(r), "peak_fp32_gflops": peak["fp32"], "peak_bf16_gflops": peak["bf16"]} for r in rows]
+    return write_csv(out / "train_speed.csv", dicts)

@@ -1,0 +1,43 @@
+"""``compress bench``: benchmarks written to results/bench/ (training speed, input pipeline, latency)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "bench",
+        help="benchmarks: training throughput, input pipeline, inference latency (results/bench/)",
+        description="Run benchmarks and write CSVs under results/bench/. Run on an idle machine: the load "
+        "average is recorded with every number.",
+    )
+    p.add_argument("which", nargs="*", default=["loader", "train"], choices=["loader", "train", "latency"],
+                   help="which benchmarks (default: loader train)")
+    p.add_argument("--out", default="results/bench")
+    p.add_argument("--quick", action="store_true", help="fewer models / sizes")
+    p.add_argument("--data-root", help="data root (default: $COMPRESS_DATA)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from compress import bench
+
+    out = Path(args.out)
+    if "loader" in args.which:
+        from compress.data.datasets import dataset_folder, get_spec
+
+        folder = dataset_folder(get_spec("bsds500_train"), args.data_root)
+        rows = [bench.loader_speed(folder, patch=p, seconds=10 if args.quick else 20) for p in (24, 48)]
+        for r in rows:
+            print(f"loader p{int(r['patch'])}: reference {r['reference_patches_per_s']:.0f} patches/s, fast "
+                  f"{r['fast_patches_per_s']:.0f} patches/s: {r['ratio']:.1f}x (setup {r['fast_setup_s']:.0f} s)")
+        print(bench.write_csv(out / "loader.csv", rows))
+    if "train" in args.which:
+        print(bench.run_training_bench(out, quick=args.quick))
+    if "latency" in args.which:
+        from compress.deploy import run_latency_bench  # type: ignore[attr-defined]
+
+        print(run_latency_bench(out))
+    return 0

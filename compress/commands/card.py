@@ -1,0 +1,32 @@
+"""``compress card``: measure a trained checkpoint and write its model card (models/<name>/README.md)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "card",
+        help="evaluate models/<name>/best.safetensors and write its model card",
+        description="Scores the checkpoint on LIVE1 / B200 / Kodak24 (RGB, idcn-rgb) or LIVE1 / Classic5 / B200 / "
+        "Kodak24 (Y, arcnn-y and fbcnn-y) at its training quality and writes card.json and README.md beside it.",
+    )
+    p.add_argument("model_dirs", nargs="+", metavar="DIR")
+    p.add_argument("--data-root")
+    p.add_argument("--limit", type=int, help="first N images per set (quick check; the card says so)")
+    p.add_argument("--threads", type=int)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from compress.cards import measure_card, write_card
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for d in args.model_dirs:
+        card = measure_card(d, data_root=args.data_root, limit=args.limit)
+        print(write_card(card, d))
+    return 0

@@ -1,0 +1,1 @@
+"""Recipes: YAML documents validated into typed, frozen objects (see :mod:`compress.recipe.loader`)."""

@@ -1,0 +1,96 @@
+"""Training recipes (``recipes/train-*.yaml``): one file reproduces one shipped checkpoint."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from compress.recipe.loader import load_file
+
+SCHEMA_VERSION = 1
+
+
+class Color(StrEnum):
+    rgb = "rgb"
+    y = "y"
+
+
+class Loss(StrEnum):
+    l1 = "l1"
+    l2 = "l2"
+
+
+class Init(StrEnum):
+    reference = "reference"
+    identity = "identity"
+    kaiming = "kaiming"
+
+
+class Precision(StrEnum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrainData(Strict):
+    """Where training and validation images come from."""
+
+    train: str = Field("bsds500_train", description="dataset name or folder:<path> of training images")
+    val: str = Field("bsds500_val", description="dataset used for validation PSNR every val_every steps")
+    val_limit: int | None = Field(20, ge=1, description="first N validation images (None = all)")
+
+
+class TrainRecipe(Strict):
+    """A training run. Keys mirror ``compress train``'s flags."""
+
+    schema_version: int = Field(SCHEMA_VERSION, description="recipe format version")
+    kind: str = Field("train", pattern="^train$", description="always 'train' for training recipes")
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="run name; checkpoints go to models/<name>")
+    arch: str = Field(..., description="registered model name (see compress profile)")
+    arch_kwargs: dict[str, Any] = Field(default_factory=dict, description="architecture options, e.g. act: relu")
+    color: Color = Field(Color.rgb, description="rgb, or y (MATLAB rgb2ycbcr luma)")
+    qualities: tuple[int, ...] = Field((10,), min_length=1, description="JPEG qualities; several = quality-blind")
+    data: TrainData = Field(default_factory=TrainData)  # type: ignore[arg-type]
+    patch_size: int = Field(48, ge=8, le=512)
+    batch_size: int = Field(16, ge=1, le=4096)
+    steps: int = Field(2000, ge=1)
+    lr: float = Field(1e-3, gt=0, le=1)
+    min_lr_ratio: float = Field(0.01, ge=0, le=1)
+    warmup_steps: int = Field(100, ge=0)
+    grad_clip: float = Field(1.0, ge=0)
+    loss: Loss = Loss.l2
+    init: Init = Init.identity
+    seed: int = 123
+    augment: bool = True
+    precision: Precision = Precision.fp32
+    channels_last: bool = False
+    val_every: int = Field(250, ge=1)
+    ckpt_every: int = Field(250, ge=1)
+
+    @field_validator("qualities")
+    @classmethod
+    def _q_range(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        bad = [q for q in v if not 1 <= q <= 100]
+        if bad:
+            raise ValueError(f"JPEG qualities must be in 1..100, got {bad}")
+        return v
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, v: str) -> str:
+        from compress.nets import MODELS
+        from compress.registry import unknown_message
+
+        if v not in MODELS:
+            raise ValueError(unknown_message("model", v, tuple(MODELS.names())))
+        return v
+
+
+def load_train_recipe(path: str | Path) -> TrainRecipe:
+    return load_file(TrainRecipe, path)

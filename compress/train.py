@@ -1,0 +1,473 @@
+"""The training loop (also used by fine-tuning, distillation and QAT).
+
+One loop for every model: Adam, warm-up + cosine learning rate, gradient clipping, L1 or L2 loss,
+optional channels_last / bf16 autocast, a checkpoint every N steps and on Ctrl-C, exact resume,
+validation every N steps with best-checkpoint tracking, a tqdm bar, a CSV log and a PNG curve.
+
+Exact resume: batch ``i`` is a pure function of ``(seed, i)`` (see :mod:`compress.data.patches`),
+the learning rate a function of the step, and the optimizer state is saved with the weights, so a
+run stopped at step ``k`` and resumed ends with the same weights as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from compress.checkpoint import atomic_write_bytes, read_checkpoint, save_checkpoint
+from compress.data.patches import PatchBatches, PatchConfig, load_training_images
+from compress.errors import CheckpointError, TrainingError
+from compress.nets import build_model, count_params
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run (saved as ``config.json`` beside the checkpoints)."""
+
+    arch: str = "arcnn"
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    images_dir: str = ""
+    outputs_dir: str = "out"
+    color: str = "rgb"
+    qualities: tuple[int, ...] = (10,)
+    patch_size: int = 48
+    batch_size: int = 16
+    steps: int = 2000
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.01
+    warmup_steps: int = 100
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    loss: str = "l2"
+    init: str = "identity"
+    threads: int = 2
+    workers: int = 0
+    seed: int = 123
+    augment: bool = True
+    precision: str = "fp32"
+    channels_last: bool = False
+    val_dataset: str = "bsds500_val"
+    val_limit: int | None = 20
+    val_every: int = 250
+    ckpt_every: int = 250
+    data_root: str | None = None
+    image_limit: int | None = None
+
+    @property
+    def channels(self) -> int:
+        return 3 if self.color == "rgb" else 1
+
+
+# ---------------------------------------------------------------------------------------------
+# initialisation
+
+
+def init_identity_(model: nn.Module) -> bool:
+    """Make a plain stride-1 conv chain (ARCNN) start as the identity map.
+
+    The first ``C`` channels of every conv carry the input through a centre tap of 1 (inputs are
+    in [0, 1], so PReLU/ReLU pass them unchanged); the other channels get He-initialised weights
+    and the last layer reads them through zero weights. The network starts at the JPEG baseline
+    and learns the correction, which is what residual learning buys, with the architecture and
+    its state-dict unchanged. Returns False (model untouched) if the model is not such a chain.
+    """
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)]
+    if not convs or any(isinstance(m, nn.ConvTranspose2d) or m.stride != (1, 1) or m.groups != 1 for m in convs):
+        return False
+    c = convs[0].in_channels
+    if convs[-1].out_channels != c or any(m.out_channels < c for m in convs[:-1]):
+        return False
+    with torch.no_grad():
+        for i, m in enumerate(convs):
+            nn.init.kaiming_normal_(m.weight, a=0.25, nonlinearity="leaky_relu")
+            m.weight.mul_(0.1)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+            kh, kw = m.kernel_size
+            m.weight[:c] = 0.0
+            if i == len(convs) - 1:
+                m.weight.zero_()
+            for ch in range(c):
+                m.weight[ch, ch, kh // 2, kw // 2] = 1.0
+    return True
+
+
+def init_model_(model: nn.Module, how: str) -> str:
+    """Apply ``how`` (``reference`` keeps the constructor's, ``identity``, ``kaiming``); returns what was done."""
+    if how == "reference":
+        return "reference"
+    if how == "identity" and init_identity_(model):
+        return "identity"
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d | nn.ConvTranspose2d) and m.weight.requires_grad:
+            nn.init.kaiming_normal_(m.weight, a=0.25, nonlinearity="leaky_relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return "kaiming"
+
+
+# ---------------------------------------------------------------------------------------------
+# schedule, loss
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up, then cosine decay to ``lr * min_lr_ratio`` at ``cfg.steps``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    t = min(1.0, t)
+    lo = cfg.lr * cfg.min_lr_ratio
+    return lo + 0.5 * (cfg.lr - lo) * (1.0 + math.cos(math.pi * t))
+
+
+def pixel_loss(kind: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    if kind == "l2":
+        return nn.functional.mse_loss
+    if kind == "l1":
+        return nn.functional.l1_loss
+    raise TrainingError(f"unknown loss {kind!r}; valid: l1, l2")
+
+
+def default_loss(cfg: TrainConfig) -> LossFn:
+    crit = pixel_loss(cfg.loss)
+
+    def fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        return crit(out.float(), y)
+
+    return fn
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoint state
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    for pid, st in opt.state_dict()["state"].items():
+        for k, v in st.items():
+            out[f"_opt.{pid}.{k}"] = v if isinstance(v, torch.Tensor) else torch.tensor(v)
+    return out
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+    sd = opt.state_dict()
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, v in tensors.items():
+        if not key.startswith("_opt."):
+            continue
+        _, pid, name = key.split(".", 2)
+        state.setdefault(int(pid), {})[name] = v
+    sd["state"] = state
+    opt.load_state_dict(sd)
+
+
+@dataclass
+class RunState:
+    step: int = 0
+    best_psnr: float = -math.inf
+    best_step: int = -1
+    wall_s: float = 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+
+
+class Validator:
+    """PSNR on a fixed list of (reference, JPEG) pairs, under the protocol that fits the colour."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        from compress.data.datasets import open_dataset
+        from compress.protocols import get_protocol
+
+        self.protocol = get_protocol("idcn-rgb" if cfg.color == "rgb" else "arcnn-y")
+        ds = open_dataset(cfg.val_dataset, data_root=cfg.data_root, limit=cfg.val_limit)
+        q = cfg.qualities[0]
+        self.items = [self.protocol.degrade(ds.load(item), q) for item in ds]
+        self.quality = q
+        self.name = f"{cfg.val_dataset}[{len(self.items)}] q{q} {self.protocol.name}"
+
+    def __call__(self, model: nn.Module) -> float:
+        from compress.inference import restore
+
+        was_training = model.training
+        scores = [self.protocol.score(ref, self.protocol.finalize(restore(model, jpg))).psnr for ref, jpg in self.items]
+        model.train(was_training)
+        return float(np.mean(scores))
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop
+
+
+class Trainer:
+    """Runs one training job described by a :class:`TrainConfig`.
+
+    ``model``, ``loss_fn`` and ``extra_params`` let fine-tuning, distillation and QAT reuse the loop
+    with a model that is not built from the registry (pruned, quantized) and a loss of their own.
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        *,
+        model: nn.Module | None = None,
+        loss_fn: LossFn | None = None,
+        extra_params: list[nn.Parameter] | None = None,
+        validator: Callable[[nn.Module], float] | None = None,
+        save_fn: Callable[[Path, nn.Module, dict[str, Any], dict[str, torch.Tensor]], None] | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.cfg = cfg
+        self.out = Path(cfg.outputs_dir)
+        torch.manual_seed(cfg.seed)
+        if model is None:
+            model = build_model(cfg.arch, cfg.channels, **cfg.arch_kwargs)
+            self.init_used = init_model_(model, cfg.init)
+        else:
+            self.init_used = "given"
+        self.model = model
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.loss_fn = loss_fn or default_loss(cfg)
+        params = [p for p in self.model.parameters() if p.requires_grad] + list(extra_params or [])
+        self.opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.validator = validator
+        self.save_fn = save_fn
+        self.progress = progress
+        self.state = RunState()
+
+    # -- persistence -------------------------------------------------------------------------
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "train_config": asdict(self.cfg),
+            "step": self.state.step,
+            "init": self.init_used,
+            "color": self.cfg.color,
+            "qualities": list(self.cfg.qualities),
+            "wall_s": round(self.state.wall_s, 1),
+        }
+
+    def _save(self, name: str, *, with_optimizer: bool) -> None:
+        extra = _optimizer_tensors(self.opt) if with_optimizer else {}
+        path = self.out / name
+        if self.save_fn is not None:
+            self.save_fn(path, self.model, self._meta(), extra)
+        else:
+            save_checkpoint(
+                path,
+                self.model,
+                arch=self.cfg.arch,
+                channels=self.cfg.channels,
+                arch_kwargs=self.cfg.arch_kwargs,
+                extra_tensors={f"_extra{k}": v for k, v in extra.items()},
+                metadata=self._meta(),
+            )
+        st = asdict(self.state)
+        atomic_write_bytes(self.out / "state.json", json.dumps(st, indent=1).encode())
+
+    def checkpoint(self) -> None:
+        self._save("last.safetensors", with_optimizer=True)
+
+    def try_resume(self) -> bool:
+        last = self.out / "last.safetensors"
+        if not last.is_file():
+            return False
+        tensors, meta = read_checkpoint(last)
+        saved_cfg = json.loads(meta.get("train_config", "{}"))
+        mine = json.loads(json.dumps(asdict(self.cfg)))
+        diff = sorted(k for k in mine if k not in {"outputs_dir", "threads", "workers"} and saved_cfg.get(k) != mine[k])
+        if diff:
+            raise CheckpointError(f"{last}: cannot resume, the run was started with other settings: {', '.join(diff)}")
+        model_state = {k: v for k, v in tensors.items() if not k.startswith("_extra")}
+        self.model.load_state_dict(model_state, strict=True)
+        _load_optimizer(self.opt, {k[len("_extra") :]: v for k, v in tensors.items() if k.startswith("_extra")})
+        st = json.loads((self.out / "state.json").read_text())
+        self.state = RunState(**st)
+        self.init_used = meta.get("init", self.init_used)
+        return True
+
+    # -- logging -----------------------------------------------------------------------------
+    def _log(self, row: dict[str, Any]) -> None:
+        path = self.out / "log.csv"
+        new = not path.exists()
+        with path.open("a", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(row))
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+    # -- main --------------------------------------------------------------------------------
+    def batches(self, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        cfg = self.cfg
+        images = load_training_images(cfg.images_dir, limit=cfg.image_limit)
+        pcfg = PatchConfig(cfg.patch_size, cfg.batch_size, cfg.qualities, cfg.color, cfg.augment, cfg.seed)
+        ds = PatchBatches(images, pcfg)
+        loader = torch.utils.data.DataLoader(
+            ds, batch_size=None, sampler=range(start, cfg.steps), num_workers=cfg.workers,
+            persistent_workers=False, prefetch_factor=4 if cfg.workers else None,
+        )
+        yield from loader
+
+    def fit(self, *, resume: bool = False) -> RunState:
+        cfg = self.cfg
+        torch.set_num_threads(cfg.threads)
+        self.out.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self.try_resume()
+        elif (self.out / "last.safetensors").exists():
+            raise CheckpointError(f"{self.out}: already holds a run; pass --resume to continue it or pick another folder")
+        (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+        start = self.state.step
+        if start >= cfg.steps:
+            return self.state
+        self.model.train()
+        interrupted = False
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            nonlocal interrupted
+            interrupted = True
+
+        old = signal.signal(signal.SIGINT, on_sigint) if _main_thread() else None
+        bar = _bar(cfg.steps, start, self.progress, desc=f"train {cfg.arch}")
+        t_last = time.perf_counter()
+        run_loss = 0.0
+        n_loss = 0
+        autocast = cfg.precision == "bf16"
+        try:
+            for x, y in self.batches(start):
+                step = self.state.step
+                if cfg.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                for g in self.opt.param_groups:
+                    g["lr"] = lr_at(cfg, step)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                    out = self.model(x)
+                loss = self.loss_fn(self.model, x, y, out)
+                if not torch.isfinite(loss):
+                    raise TrainingError(
+                        f"non-finite loss ({loss.item()}) at step {step}; the last good checkpoint is kept in {self.out}"
+                    )
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    nn.utils.clip_grad_norm_(
+                        [p for g in self.opt.param_groups for p in g["params"]], cfg.grad_clip
+                    )
+                self.opt.step()
+                now = time.perf_counter()
+                self.state.wall_s += now - t_last
+                t_last = now
+                self.state.step = step + 1
+                loss_val = float(loss.detach())
+                run_loss += loss_val
+                n_loss += 1
+                bar.update(1)
+                done = self.state.step == cfg.steps
+                if self.validator is not None and (self.state.step % cfg.val_every == 0 or done):
+                    t_val = time.perf_counter()
+                    psnr = self.validator(self.model)
+                    t_last += time.perf_counter() - t_val  # validation is not training time
+                    if psnr > self.state.best_psnr:
+                        self.state.best_psnr, self.state.best_step = psnr, self.state.step
+                        self._save("best.safetensors", with_optimizer=False)
+                    self._log(
+                        {"step": self.state.step, "wall_s": round(self.state.wall_s, 2), "lr": lr_at(cfg, step),
+                         "loss": run_loss / max(1, n_loss), "val_psnr": round(psnr, 4)}
+                    )
+                    run_loss, n_loss = 0.0, 0
+                    bar.set_postfix(loss=f"{loss_val:.5f}", val=f"{psnr:.3f}", best=f"{self.state.best_psnr:.3f}")
+                elif self.state.step % 10 == 0:
+                    bar.set_postfix(loss=f"{loss_val:.5f}", best=f"{self.state.best_psnr:.3f}")
+                if self.state.step % cfg.ckpt_every == 0 or done or interrupted:
+                    self.checkpoint()
+                if interrupted:
+                    break
+        finally:
+            bar.close()
+            if old is not None:
+                signal.signal(signal.SIGINT, old)
+        if self.validator is None and not interrupted:
+            self._save("best.safetensors", with_optimizer=False)
+        plot_curve(self.out)
+        if interrupted:
+            raise KeyboardInterrupt
+        return self.state
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _bar(total: int, initial: int, enabled: bool, desc: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, dynamic_ncols=True, smoothing=0.05)
+
+
+def plot_curve(out: Path) -> Path | None:
+    """Loss and validation PSNR against steps and wall time, from ``log.csv``."""
+    log = out / "log.csv"
+    if not log.exists():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    df = pd.read_csv(log)
+    if df.empty:
+        return None
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    a1.plot(df["step"], df["loss"], color="tab:blue")
+    a1.set_xlabel("step")
+    a1.set_ylabel("training loss")
+    a1.set_yscale("log")
+    a2.plot(df["wall_s"] / 60, df["val_psnr"], marker="o", color="tab:red")
+    a2.set_xlabel("wall time (min)")
+    a2.set_ylabel("validation PSNR (dB)")
+    for a in (a1, a2):
+        a.grid(alpha=0.3)
+    fig.suptitle(out.name)
+    fig.tight_layout()
+    path = out / "curve.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, validate: bool = True) -> Trainer:
+    """Build the model, train it per ``cfg`` and return the trainer (weights in ``cfg.outputs_dir``)."""
+    os.environ.setdefault("OMP_NUM_THREADS", str(cfg.threads))
+    validator = Validator(cfg) if validate and cfg.val_dataset else None
+    trainer = Trainer(cfg, validator=validator, progress=progress)
+    trainer.fit(resume=resume)
+    return trainer
+
+
+def steps_for_epochs(num_epochs: int, n_images: int, batch_size: int) -> int:
+    """The reference's epoch: one patch per image, ``drop_last`` batches."""
+    return max(1, num_epochs * (n_images // batch_size))
+
+
+__all__ = [
+    "RunState", "TrainConfig", "Trainer", "Validator", "count_params", "init_model_", "lr_at", "plot_curve",
+    "replace", "steps_for_epochs", "train",
+]

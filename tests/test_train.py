@@ -1,0 +1,148 @@
+"""Training: the brief's command line, exact resume, interrupts, non-finite losses, the input pipeline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from compress.cli import main
+from compress.data.patches import PatchBatches, PatchConfig
+from compress.errors import TrainingError
+from compress.nets import build_model
+from compress.train import TrainConfig, Trainer, init_identity_
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def _smooth_image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A natural-ish image: low-frequency colour fields plus a few edges, so JPEG leaves real artifacts."""
+    small = rng.integers(0, 256, size=(h // 16 + 1, w // 16 + 1, 3), dtype=np.uint8)
+    img = np.asarray(Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC)).copy()
+    img[h // 3 : h // 3 + 4] = 255
+    img[:, w // 2 : w // 2 + 3] = 0
+    return img
+
+
+@pytest.fixture()
+def image_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "imgs"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(_smooth_image(rng, 72, 96)).save(d / f"im{i}.png")
+    return d
+
+
+def _cfg(image_dir: Path, out: Path, **kw: object) -> TrainConfig:
+    base: dict[str, object] = dict(
+        arch="arcnn", images_dir=str(image_dir), outputs_dir=str(out), patch_size=32, batch_size=2, steps=6,
+        warmup_steps=2, val_every=3, ckpt_every=3, threads=1, val_dataset=f"folder:{image_dir}", val_limit=2,
+    )
+    base.update(kw)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+def test_brief_command_line_trains_and_infers(image_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    rc = main([
+        "train", "--arch", "ARCNN", "--images_dir", str(image_dir), "--outputs_dir", str(out), "--jpeg_quality", "10",
+        "--patch_size", "24", "--batch_size", "2", "--num_epochs", "2", "--lr", "5e-4", "--threads", "1",
+        "--seed", "123", "--use_augmentation", "--use_fast_loader", "--val-dataset", f"folder:{image_dir}",
+        "--val-limit", "1", "--no-progress",
+    ])
+    assert rc == 0
+    state = json.loads((out / "state.json").read_text())
+    assert state["step"] == 2  # 2 epochs x (3 images // batch 2)
+    for f in ("best.safetensors", "last.safetensors", "log.csv", "curve.png", "config.json"):
+        assert (out / f).is_file(), f
+    rec = tmp_path / "recon"
+    assert main(["infer", "--weights", str(out / "best.safetensors"), "--image", str(image_dir / "im0.png"),
+                 "--outputs-dir", str(rec), "--jpeg-quality", "10"]) == 0
+    restored = np.asarray(Image.open(rec / "im0_arcnn.png"))
+    assert restored.shape == (72, 96, 3)
+    assert (rec / "im0_jpeg_q10.png").is_file()
+
+
+def test_resume_is_exact(image_dir: Path, tmp_path: Path) -> None:
+    straight = Trainer(_cfg(image_dir, tmp_path / "a"), progress=False)
+    straight.fit()
+    first = Trainer(_cfg(image_dir, tmp_path / "b", steps=6), progress=False)
+    # stop after 3 of the 6 steps (same schedule), as an interrupted run would
+    first.batches = _limited(first.batches, 3)  # type: ignore[method-assign]
+    first.fit()
+    assert json.loads((tmp_path / "b" / "state.json").read_text())["step"] == 3
+    resumed = Trainer(_cfg(image_dir, tmp_path / "b"), progress=False)
+    resumed.fit(resume=True)
+    a = load_file(str(tmp_path / "a" / "last.safetensors"))
+    b = load_file(str(tmp_path / "b" / "last.safetensors"))
+    assert set(a) == set(b)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def _limited(fn, n):  # type: ignore[no-untyped-def]
+    def gen(start: int):  # type: ignore[no-untyped-def]
+        for i, batch in enumerate(fn(start)):
+            if i >= n:
+                return
+            yield batch
+
+    return gen
+
+
+def test_resume_refuses_other_settings(image_dir: Path, tmp_path: Path) -> None:
+    Trainer(_cfg(image_dir, tmp_path / "a", steps=3), progress=False).fit()
+    with pytest.raises(Exception, match="other settings: lr"):
+        Trainer(_cfg(image_dir, tmp_path / "a", steps=3, lr=0.5), progress=False).fit(resume=True)
+    with pytest.raises(Exception, match="already holds a run"):
+        Trainer(_cfg(image_dir, tmp_path / "a", steps=3), progress=False).fit()
+
+
+def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(image_dir: Path, tmp_path: Path) -> None:
+    calls = {"n": 0}
+
+    def loss_fn(model, x, y, out):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        loss = torch.nn.functional.mse_loss(out, y)
+        return loss * float("nan") if calls["n"] > 4 else loss
+
+    t = Trainer(_cfg(image_dir, tmp_path / "n", val_dataset=""), loss_fn=loss_fn, progress=False)
+    with pytest.raises(TrainingError, match="non-finite loss .* at step 4"):
+        t.fit()
+    kept = load_file(str(tmp_path / "n" / "last.safetensors"))
+    assert all(torch.isfinite(v).all() for v in kept.values())
+    assert json.loads((tmp_path / "n" / "state.json").read_text())["step"] == 3
+
+
+def test_identity_init_starts_at_the_input() -> None:
+    m = build_model("arcnn")
+    assert init_identity_(m)
+    x = torch.rand(1, 3, 40, 40)
+    with torch.no_grad():
+        assert torch.allclose(m(x), x, atol=1e-6)
+    assert not init_identity_(build_model("fast_arcnn"))  # strided: not a plain chain, left alone
+
+
+def test_batches_are_a_function_of_seed_and_step(image_dir: Path) -> None:
+    imgs = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(image_dir.iterdir())]
+    cfg = PatchConfig(patch_size=32, batch_size=4, qualities=(10, 20), color="rgb", augment=True, seed=7)
+    a, b = PatchBatches(imgs, cfg), PatchBatches(imgs, cfg)
+    x1, y1 = a[5]
+    x2, y2 = b[5]
+    assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert not torch.equal(a[6][0], x1)
+    assert x1.shape == (4, 3, 32, 32) and float(x1.min()) >= 0 and float(x1.max()) <= 1
+    # the compressed input differs from the clean target: JPEG artifacts are there to remove
+    assert float((x1 - y1).abs().mean()) > 1e-3
+    loader = torch.utils.data.DataLoader(a, batch_size=None, sampler=range(5, 7), num_workers=1)
+    xs = [x for x, _ in loader]
+    assert torch.equal(xs[0], x1)
