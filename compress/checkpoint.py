@@ -18,6 +18,7 @@ from torch import nn
 
 from compress.errors import CheckpointError
 
+EXTRA_PREFIX = "_extra."
 _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # raw pickle protocol 2+, torch zip archive
 
 
@@ -51,8 +52,8 @@ def save_checkpoint(
 
     p = Path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    for k, v in (extra_tensors or {}).items():
-        tensors[k] = v.detach().cpu().contiguous()
+    for k, v in (extra_tensors or {}).items():  # e.g. optimizer state, kept apart from the model's keys
+        tensors[EXTRA_PREFIX + k] = v.detach().cpu().contiguous()
     meta = {"format": "compress-checkpoint/1", "arch": arch, "channels": str(channels)}
     meta["arch_kwargs"] = json.dumps(arch_kwargs or {}, sort_keys=True)
     for k, v in (metadata or {}).items():
@@ -91,6 +92,8 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
             meta = dict(fh.metadata() or {})
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{p}: corrupt or not a safetensors file ({exc})") from None
+    # the first training checkpoints wrote optimizer state as "_extra_opt.*": read them as "_extra._opt.*"
+    tensors = {("_extra._" + k[len("_extra_") :] if k.startswith("_extra_") else k): v for k, v in tensors.items()}
     return tensors, meta
 
 
@@ -117,7 +120,7 @@ def load_model(
     if "features" in kwargs:
         kwargs["features"] = tuple(kwargs["features"])
     model = build_model(name, ch, **kwargs)
-    state = {k: v for k, v in tensors.items() if not k.startswith("_extra.")}
+    state = {k: v for k, v in tensors.items() if not k.startswith(EXTRA_PREFIX)}
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

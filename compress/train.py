@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from compress.checkpoint import atomic_write_bytes, read_checkpoint, save_checkpoint
+from compress.checkpoint import EXTRA_PREFIX, atomic_write_bytes, read_checkpoint, save_checkpoint
 from compress.data.patches import PatchBatches, PatchConfig, load_training_images
 from compress.errors import CheckpointError, TrainingError
 from compress.nets import build_model, count_params
@@ -274,7 +274,7 @@ class Trainer:
                 arch=self.cfg.arch,
                 channels=self.cfg.channels,
                 arch_kwargs=self.cfg.arch_kwargs,
-                extra_tensors={f"_extra{k}": v for k, v in extra.items()},
+                extra_tensors=extra,
                 metadata=self._meta(),
             )
         st = asdict(self.state)
@@ -293,9 +293,9 @@ class Trainer:
         diff = sorted(k for k in mine if k not in {"outputs_dir", "threads", "workers"} and saved_cfg.get(k) != mine[k])
         if diff:
             raise CheckpointError(f"{last}: cannot resume, the run was started with other settings: {', '.join(diff)}")
-        model_state = {k: v for k, v in tensors.items() if not k.startswith("_extra")}
+        model_state = {k: v for k, v in tensors.items() if not k.startswith(EXTRA_PREFIX)}
         self.model.load_state_dict(model_state, strict=True)
-        _load_optimizer(self.opt, {k[len("_extra") :]: v for k, v in tensors.items() if k.startswith("_extra")})
+        _load_optimizer(self.opt, {k.removeprefix(EXTRA_PREFIX): v for k, v in tensors.items() if k.startswith(EXTRA_PREFIX)})
         st = json.loads((self.out / "state.json").read_text())
         self.state = RunState(**st)
         self.init_used = meta.get("init", self.init_used)
