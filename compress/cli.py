@@ -18,9 +18,16 @@ from compress.errors import CompressError
 COMMAND_MODULES = [
     "compress.commands.profile",
     "compress.commands.train",
+    "compress.commands.infer",
+    "compress.commands.card",
+    "compress.commands.bench",
     "compress.commands.data",
     "compress.commands.evaluate",
     "compress.commands.compare",
+    "compress.commands.latency",
+    "compress.commands.pareto",
+    "compress.commands.recipe",
+    "compress.commands.run",
 ]
 
 
@@ -62,6 +69,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("compress: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `compress data list | head`: the reader left, nothing to report
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return int(rc or 0)
 
 

@@ -205,7 +205,10 @@ class Validator:
         from compress.inference import restore
 
         was_training = model.training
-        scores = [self.protocol.score(ref, self.protocol.finalize(restore(model, jpg))).psnr for ref, jpg in self.items]
+        scores = [
+            self.protocol.score(ref, self.protocol.finalize(restore(model, jpg)), which=("psnr",)).psnr
+            for ref, jpg in self.items
+        ]
         model.train(was_training)
         return float(np.mean(scores))
 

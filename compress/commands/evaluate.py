@@ -1,0 +1,98 @@
+"""``compress evaluate``: mean PSNR / SSIM / PSNR-B of a model and of JPEG on a dataset."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from compress.errors import CheckpointError
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``evaluate`` sub-command."""
+    p = subparsers.add_parser(
+        "evaluate",
+        help="evaluate a model (or plain JPEG) on a dataset under a published protocol",
+        description=(
+            "Mean PSNR / SSIM / PSNR-B of a model and of the JPEG input beside it, per JPEG quality. "
+            "Protocols: arcnn-y, fbcnn-y, idcn-rgb (see compress.protocols). Datasets: live1, live1_gray, "
+            "classic5, bsds500[_train|_val|_test], b200, kodak24, tid2008, mcl_jci, embedded, folder:<path>."
+        ),
+    )
+    p.add_argument("--model", required=True, help="registered architecture name, or 'jpeg' for the JPEG baseline")
+    p.add_argument(
+        "--weights",
+        help="safetensors checkpoint; for arcnn_y also the authors' .mat file. '{q}' in the path is replaced by "
+        "each quality (one model per quality, e.g. weights/q{q}.mat)",
+    )
+    p.add_argument("--dataset", help="dataset name (default: live1 if the data root has it, else embedded)")
+    p.add_argument("--quality", type=int, nargs="+", required=True, metavar="Q", help="JPEG quality (1..100)")
+    p.add_argument("--protocol", required=True, help="arcnn-y, fbcnn-y or idcn-rgb")
+    p.add_argument("--json", action="store_true", help="print a JSON list of results instead of a table")
+    p.add_argument("--per-image", metavar="CSV", help="also write one row per image and quality to this CSV")
+    p.add_argument("--data-root", metavar="DIR", help="data root (default: $COMPRESS_DATA, then the user cache dir)")
+    p.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N images")
+    p.add_argument("--tile", type=int, metavar="PX", help="run large images in overlapping tiles of this size")
+    p.add_argument("--overlap", type=int, default=32, metavar="PX", help="tile overlap (default 32)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the model(s), evaluate, print a table or JSON."""
+    from compress.data.datasets import default_dataset
+    from compress.evaluate import (
+        JPEG_MODEL,
+        evaluate_model,
+        format_table,
+        load_weights,
+        weights_for_quality,
+        write_per_image_csv,
+    )
+    from compress.inference import tile_geometry
+
+    if args.tile is not None:
+        try:
+            tile_geometry(args.tile, args.overlap)
+        except ValueError as exc:
+            raise CheckpointError(f"--tile/--overlap: {exc}") from None
+    model: Any
+    if args.model == JPEG_MODEL:
+        if args.weights:
+            raise CheckpointError("--model jpeg is the JPEG baseline and takes no --weights")
+        model = None
+    elif args.weights is None:
+        from compress.nets import build_model
+
+        print(f"compress: warning: no --weights: evaluating an untrained {args.model}", file=sys.stderr)
+        model = build_model(args.model)
+    elif "{q}" in args.weights:
+        model = {q: load_weights(args.model, weights_for_quality(args.weights, q)) for q in args.quality}
+    else:
+        model = load_weights(args.model, args.weights)
+    dataset = args.dataset or default_dataset(args.data_root)
+    results = evaluate_model(
+        model,
+        dataset,
+        args.quality,
+        args.protocol,
+        data_root=args.data_root,
+        limit=args.limit,
+        progress=not args.no_progress,
+        model_name=args.model,
+        tile=args.tile,
+        overlap=args.overlap,
+        device=args.device,
+    )
+    if args.per_image:
+        write_per_image_csv(args.per_image, results)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        print(format_table(results))
+    if not all(r.comparable for r in results):
+        print(f"compress: note: dataset {results[0].dataset!r} is not comparable to published numbers", file=sys.stderr)
+    return 0

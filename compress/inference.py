@@ -1,0 +1,123 @@
+"""Whole-image inference, optionally in overlapping tiles with bounded memory and no seams.
+
+Models take float tensors in [0, 1] of shape ``(N, C, H, W)`` and return the same shape. Images here
+are ``uint8`` ``(H, W)`` (one channel) or ``(H, W, C)``; results are float64 on the 0..255 scale,
+unclipped and unrounded (rounding is the protocol's business, :mod:`compress.protocols`).
+
+Tiling: the output is cut into cores of ``step`` pixels; each core is computed from an input window
+that extends ``overlap`` pixels beyond it on every side (clamped at the image border), and only the
+core of each result is kept. For a fully convolutional model whose receptive-field radius is at most
+``overlap`` (ARCNN: 9 px, Fast ARCNN: 14 px), every kept pixel sees exactly what it sees in
+whole-image inference, so the tiled result equals the whole-image result up to float rounding;
+padding only ever happens at the true image border, as in whole-image inference. ``overlap`` is
+rounded up and ``step`` down to multiples of 8, so every window starts on the 8x8 JPEG grid and on
+the sampling grid of strided models (Fast ARCNN's stride 2).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch import nn
+
+ALIGN = 8
+DEFAULT_OVERLAP = 32
+
+
+def model_channels(model: nn.Module) -> int | None:
+    """Input channels of ``model``: those of its first convolution, or None when it has none."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
+            return int(m.in_channels)
+    return None
+
+
+def _round_up(x: int, m: int) -> int:
+    return -(-x // m) * m
+
+
+def _tiles(size: int, step: int) -> list[tuple[int, int]]:
+    return [(s, min(s + step, size)) for s in range(0, size, step)]
+
+
+def tile_geometry(tile: int, overlap: int) -> tuple[int, int]:
+    """``(step, overlap)`` actually used for ``tile`` / ``overlap``: overlap rounded up, step down to x8.
+
+    Raises:
+        ValueError: a negative overlap, or a tile too small to keep a core of at least 8 pixels.
+    """
+    if overlap < 0:
+        raise ValueError(f"overlap must be >= 0, got {overlap}")
+    ov = _round_up(overlap, ALIGN)
+    step = (tile - 2 * ov) // ALIGN * ALIGN
+    if step < ALIGN:
+        raise ValueError(
+            f"tile {tile} is too small for overlap {overlap} (rounded to {ov}): need tile >= {2 * ov + ALIGN}"
+        )
+    return step, ov
+
+
+def _run_tiled(model: nn.Module, x: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
+    """Core-only tiled inference of ``x`` ``(1, C, H, W)``; see the module docstring."""
+    _, _, h, w = x.shape
+    step, ov = tile_geometry(tile, overlap)
+    out: torch.Tensor | None = None
+    for y0, y1 in _tiles(h, step):
+        for x0, x1 in _tiles(w, step):
+            wy0, wy1 = max(0, y0 - ov), min(h, y1 + ov)
+            wx0, wx1 = max(0, x0 - ov), min(w, x1 + ov)
+            y = model(x[:, :, wy0:wy1, wx0:wx1])
+            if out is None:
+                out = torch.empty((1, y.shape[1], h, w), dtype=y.dtype, device=y.device)
+            out[:, :, y0:y1, x0:x1] = y[:, :, y0 - wy0 : y1 - wy0, x0 - wx0 : x1 - wx0]
+    assert out is not None  # h, w >= 1
+    return out
+
+
+def restore(
+    model: nn.Module,
+    img: NDArray[np.uint8],
+    *,
+    tile: int | None = None,
+    overlap: int = DEFAULT_OVERLAP,
+    device: str | torch.device = "cpu",
+) -> NDArray[np.float64]:
+    """Run ``model`` on one image and return its output on the 0..255 scale, unclipped.
+
+    Args:
+        model: maps ``(N, C, H, W)`` in [0, 1] to the same shape. Moved to ``device`` and put in eval
+            mode.
+        img: ``uint8`` ``(H, W)`` for one-channel models or ``(H, W, C)``.
+        tile: None = the whole image at once; otherwise the largest window side. Images no larger
+            than ``tile`` on both sides run whole.
+        overlap: context on each side of a tile's kept core; must be at least the model's
+            receptive-field radius for seamless results (rounded up to a multiple of 8).
+        device: torch device.
+
+    Returns:
+        float64, same shape as ``img``, values ``255 * model(img / 255)``.
+
+    Raises:
+        ValueError: wrong dtype or shape, channel mismatch with the model, or a tile too small.
+    """
+    a = np.asarray(img)
+    if a.dtype != np.uint8:
+        raise ValueError(f"restore needs a uint8 image, got {a.dtype}")
+    if a.ndim not in (2, 3):
+        raise ValueError(f"restore needs an (H, W) or (H, W, C) image, got shape {a.shape}")
+    chw = a[None, :, :] if a.ndim == 2 else np.transpose(a, (2, 0, 1))
+    want = model_channels(model)
+    if want is not None and want != chw.shape[0]:
+        raise ValueError(f"model expects {want} input channel(s), the image has {chw.shape[0]}")
+    model = model.to(device).eval()
+    x = torch.from_numpy(np.ascontiguousarray(chw, dtype=np.float32) / np.float32(255.0))[None].to(device)
+    with torch.inference_mode():
+        if tile is None or (x.shape[2] <= tile and x.shape[3] <= tile):
+            y = model(x)
+        else:
+            y = _run_tiled(model, x, tile, overlap)
+    if tuple(y.shape) != tuple(x.shape):
+        raise ValueError(f"model changed the image shape: {tuple(x.shape)} -> {tuple(y.shape)}")
+    out = y[0].detach().to("cpu", torch.float64).numpy() * 255.0
+    return out[0] if a.ndim == 2 else np.ascontiguousarray(np.transpose(out, (1, 2, 0)))
