@@ -31,3 +31,7 @@ class RecipeError(CompressError):
 
 class TrainingError(CompressError):
     """Training cannot go on (e.g. a non-finite loss)."""
+
+
+class ExportError(CompressError):
+    """An ONNX export that fails, or whose onnxruntime output differs from torch."""

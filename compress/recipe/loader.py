@@ -9,7 +9,8 @@ and the closest match for unknown keys and enum values.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from types import UnionType
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -59,9 +60,10 @@ def _walk(node: yaml.Node, path: tuple[str, ...], lines: dict[tuple[str, ...], i
 
 def load_yaml(text: str, source: str = "<string>") -> tuple[Any, dict[tuple[str, ...], int]]:
     """Parse one YAML document with the safe loader; return ``(data, {key path: line})``."""
-    loader = _SafeLineLoader(text)
     lines: dict[tuple[str, ...], int] = {}
+    loader: _SafeLineLoader | None = None
     try:
+        loader = _SafeLineLoader(text)  # the reader rejects control characters already here
         node = loader.get_single_node()
         if node is None:
             return None, lines
@@ -70,11 +72,15 @@ def load_yaml(text: str, source: str = "<string>") -> tuple[Any, dict[tuple[str,
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = f"{mark.line + 1}" if mark is not None else "?"
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        if isinstance(exc, yaml.reader.ReaderError):  # a bad character: no mark, a position
+            line = str(text[: exc.position].count("\n") + 1)
+            problem = f"unacceptable character #x{exc.character:04x}"
         raise RecipeError(f"{source}:{line}: malformed YAML: {problem}") from None
     except RecipeError as exc:
         raise RecipeError(f"{source}:{str(exc).removeprefix('line ')}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _line_for(loc: tuple[str, ...], lines: dict[tuple[str, ...], int]) -> int | str:
@@ -84,52 +90,144 @@ def _line_for(loc: tuple[str, ...], lines: dict[tuple[str, ...], int]) -> int | 
     return "?"
 
 
-def _model_at(model: type[BaseModel], loc: tuple[str, ...]) -> type[BaseModel] | None:
+def _unwrap(ann: Any) -> Any:
+    """Strip ``Annotated`` and ``Optional`` from a field annotation."""
+    while True:
+        origin = get_origin(ann)
+        if origin is Annotated:
+            ann = get_args(ann)[0]
+            continue
+        if origin in (Union, UnionType):
+            members = [a for a in get_args(ann) if a is not type(None)]
+            if len(members) == 1:
+                ann = members[0]
+                continue
+        return ann
+
+
+def _union_member(ann: Any, tag: str) -> type[BaseModel] | None:
+    """The member of a discriminated union of models whose ``Literal`` tag field equals ``tag``."""
+    if get_origin(ann) not in (Union, UnionType):
+        return None
+    for member in get_args(ann):
+        if not (isinstance(member, type) and issubclass(member, BaseModel)):
+            continue
+        for field in member.model_fields.values():
+            if get_origin(field.annotation) is Literal and tag in [str(a) for a in get_args(field.annotation)]:
+                return member
+    return None
+
+
+def resolve_loc(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[tuple[str, ...], type[BaseModel] | None]:
+    """Clean a pydantic error location into a dotted key path of the document.
+
+    Pydantic puts the tag of a discriminated union into the location (``stages.0.prune.ratio``);
+    the document has no such key, so it is dropped. Also returns the model that holds the last key
+    (to list its valid keys), or None.
+    """
     cur: Any = model
-    for part in loc:
-        if not (isinstance(cur, type) and issubclass(cur, BaseModel)):
-            return None
-        field = cur.model_fields.get(part)
-        if field is None:
-            return None
-        ann = field.annotation
-        cur = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-    return cur if isinstance(cur, type) and issubclass(cur, BaseModel) else None
+    out: list[str] = []
+    parent: type[BaseModel] | None = None
+    for part in (str(p) for p in loc if not (isinstance(p, str) and p.startswith("function-"))):
+        cur = _unwrap(cur)
+        member = _union_member(cur, part)
+        if member is not None:
+            cur = member
+            continue
+        out.append(part)
+        if isinstance(cur, type) and issubclass(cur, BaseModel):
+            parent = cur
+            field = cur.model_fields.get(part)
+            cur = field.annotation if field is not None else None
+        elif get_origin(cur) in (tuple, list):
+            parent, cur = None, get_args(cur)[0]
+        elif get_origin(cur) is dict:
+            parent, cur = None, get_args(cur)[1]
+        else:
+            parent, cur = None, None
+    return tuple(out), parent
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _options(expected: str) -> list[str]:
+    return [o.strip().strip("'") for o in expected.replace(" or ", ",").split(",") if o.strip()]
+
+
+def format_error(e: Any, model: type[BaseModel], lines: dict[tuple[str, ...], int], source: str) -> str:
+    """One ``FILE:LINE: key: message`` line for one pydantic error dict."""
+    loc, parent = resolve_loc(model, tuple(e["loc"]))
+    msg = e["msg"]
+    kind = e["type"]
+    ctx = e.get("ctx") or {}
+    given = e.get("input")
+    if kind == "extra_forbidden":
+        valid = sorted(parent.model_fields) if parent is not None else []
+        hint = closest(loc[-1], valid) if valid else None
+        msg = "unknown key" + (f"; valid: {', '.join(valid)}" if valid else "")
+        msg += f" (did you mean {hint!r}?)" if hint else ""
+    elif kind in ("enum", "literal_error"):
+        opts = _options(str(ctx.get("expected", "")))
+        hint = closest(str(given), opts)
+        msg = f"invalid value {given!r}; valid: {', '.join(opts)}"
+        msg += f" (did you mean {hint!r}?)" if hint else ""
+    elif kind == "union_tag_invalid":
+        field = str(ctx.get("discriminator", "type")).strip("'")
+        opts = _options(str(ctx.get("expected_tags", "")))
+        tag = str(ctx.get("tag"))
+        hint = closest(tag, opts)
+        loc = (*loc, field)
+        msg = f"unknown {field} {tag!r}; valid: {', '.join(opts)}" + (f" (did you mean {hint!r}?)" if hint else "")
+    elif kind == "union_tag_not_found":
+        field = str(ctx.get("discriminator", "type")).strip("'")
+        loc = (*loc, field)
+        msg = "required key is missing"
+    elif kind == "missing":
+        msg = "required key is missing"
+    elif kind == "value_error":
+        msg = msg.removeprefix("Value error, ")
+    elif not isinstance(given, dict | list):
+        msg = f"{msg}, got {_short(given)}"
+    else:
+        msg = f"{msg}, got a {'mapping' if isinstance(given, dict) else 'list'}"
+    key = ".".join(loc) or "(document)"
+    return f"{source}:{_line_for(loc, lines)}: {key}: {msg}"
 
 
 def format_errors(err: ValidationError, model: type[BaseModel], lines: dict[tuple[str, ...], int], source: str) -> str:
     """One ``FILE:LINE: key: message`` line per pydantic error."""
-    out = []
+    out: list[str] = []
     for e in err.errors(include_url=False):
-        loc = tuple(str(p) for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        key = ".".join(loc) or "(document)"
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            parent = _model_at(model, loc[:-1])
-            valid = sorted(parent.model_fields) if parent is not None else []
-            hint = closest(loc[-1], valid) if valid else None
-            msg = "unknown key" + (f"; valid: {', '.join(valid)}" if valid else "")
-            msg += f" (did you mean {hint!r}?)" if hint else ""
-        elif e["type"] == "enum":
-            expected = e.get("ctx", {}).get("expected", "")
-            opts = [o.strip().strip("'") for o in expected.replace(" or ", ",").split(",") if o.strip()]
-            hint = closest(str(e.get("input")), opts)
-            msg = f"invalid value {e.get('input')!r}; valid: {', '.join(opts)}"
-            msg += f" (did you mean {hint!r}?)" if hint else ""
-        elif e["type"] == "missing":
-            msg = "required key is missing"
-        elif e["type"] == "value_error":
-            msg = msg.removeprefix("Value error, ")
-        out.append(f"{source}:{_line_for(loc, lines)}: {key}: {msg}")
+        line = format_error(e, model, lines, source)
+        if line not in out:
+            out.append(line)
     return "\n".join(out)
 
 
-def validate(model: type[M], data: Any, lines: dict[tuple[str, ...], int], source: str) -> M:
-    """Validate ``data`` into ``model``; any error becomes a :class:`RecipeError` naming file, line and key."""
+def validate(
+    model: type[M],
+    data: Any,
+    lines: dict[tuple[str, ...], int],
+    source: str,
+    *,
+    context: dict[str, Any] | None = None,
+) -> M:
+    """Validate ``data`` into ``model``; any error becomes a :class:`RecipeError` naming file, line and key.
+
+    Args:
+        model: the pydantic model (``extra="forbid"``).
+        data: the parsed document.
+        lines: key path -> line, from :func:`load_yaml`.
+        source: the file name used in messages.
+        context: passed to pydantic validators (``ValidationInfo.context``).
+    """
     if not isinstance(data, dict):
         raise RecipeError(f"{source}:1: (document): expected a mapping of keys, got {type(data).__name__}")
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context=context)
     except ValidationError as err:
         raise RecipeError(format_errors(err, model, lines, source)) from None
 

@@ -1,0 +1,48 @@
+"""``compress run``: run compression recipes into results/<recipe>/<variant>/ and the results tables."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    """Add the ``run`` sub-command."""
+    p = sub.add_parser(
+        "run",
+        help="run compression recipes (prune, distill, finetune, quantize, export) and record the results",
+        description="Validate every recipe (nothing runs if any is invalid), expand sweeps into variants and run "
+        "each into results/<recipe>/<variant>/: plan.json, weights.safetensors, quant.json, model.onnx; then "
+        "evaluate and profile it and append the rows to results/<recipe>/quality.csv, cost.csv and variants.csv. "
+        "A variant done with the same recipe and input checkpoints is skipped unless --force.",
+    )
+    p.add_argument("recipes", nargs="+", metavar="RECIPE", help="recipe YAML files (recipes/*.yaml)")
+    p.add_argument("--only", action="append", metavar="VARIANT", help="run only this variant (id, name or id prefix)")
+    p.add_argument("--dry-run", action="store_true", help="list the variants and their estimated cost; run nothing")
+    p.add_argument("--force", action="store_true", help="re-run variants that are already done")
+    p.add_argument("--data-root", metavar="DIR", help="data root (default: $COMPRESS_DATA)")
+    p.add_argument("--results", default="results", metavar="DIR", help="results root (default: results)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's default)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Parse, then hand over to :func:`compress.run.run_recipes`."""
+    import logging
+    import warnings
+    from pathlib import Path
+
+    from compress.run import RunOptions, run_recipes
+
+    logging.basicConfig(level=logging.WARNING, format="compress: warning: %(message)s")
+    warnings.filterwarnings("ignore", message="This API is being deprecated")  # thop, inside compress.cost
+    opts = RunOptions(
+        results_dir=Path(args.results), data_root=args.data_root, force=args.force,
+        progress=not args.no_progress, threads=args.threads,
+    )
+    outcomes = run_recipes(args.recipes, only=args.only, dry_run=args.dry_run, options=opts)
+    if not args.dry_run:
+        ran = sum(o.status == "ran" for o in outcomes)
+        print(f"{ran} variant(s) run, {len(outcomes) - ran} skipped; tables in {args.results}/<recipe>/")
+    return 0

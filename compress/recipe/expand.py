@@ -1,0 +1,421 @@
+"""Load a compression recipe completely (schema, cross-checks, sweep) before any model is touched.
+
+:func:`load_recipe` reads one YAML file, validates it into a :class:`~compress.recipe.schema.Recipe`,
+runs the checks one key cannot do alone (a distill stage's teacher is declared, layer names exist,
+stage order makes sense, checkpoint files exist) and expands the sweep into :class:`Variant` objects,
+each validated on its own: a sweep value that breaks the recipe is reported at the line of that value.
+
+A variant's id is a short readable name built from its sweep values plus the first 8 hex digits of
+the SHA-256 of its resolved recipe (canonical JSON), so ids are stable across runs and machines.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from compress.errors import RecipeError
+from compress.recipe.loader import format_error, load_yaml, validate
+from compress.recipe.schema import (
+    Backend,
+    DistillStage,
+    ExportFormat,
+    ExportStage,
+    MissingPolicy,
+    PruneStage,
+    QuantizeStage,
+    Recipe,
+    Student,
+    SweepMode,
+    Teacher,
+)
+from compress.registry import unknown_message
+
+MODELS_DIR = "models"
+CHECKPOINT_NAME = "best.safetensors"
+
+Loc = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One point of a recipe's sweep: the resolved recipe (no sweep) and where its values came from.
+
+    Attributes:
+        recipe: the resolved recipe this variant runs.
+        overrides: dotted key path -> value set by the sweep (empty without a sweep).
+        name: readable part of the id (``ratio0.5-l1``, or ``base`` without a sweep).
+        recipe_hash: SHA-256 of the resolved recipe's canonical JSON.
+        source: the recipe file.
+    """
+
+    recipe: Recipe
+    overrides: dict[str, Any]
+    name: str
+    recipe_hash: str
+    source: str
+
+    @property
+    def id(self) -> str:
+        """``<name>-<first 8 hex digits of the recipe hash>``: stable, readable, unique per resolved recipe."""
+        return f"{self.name}-{self.recipe_hash[:8]}"
+
+    def resolved(self) -> dict[str, Any]:
+        """The resolved recipe as plain JSON-able data."""
+        return resolved_dict(self.recipe)
+
+
+@dataclass(frozen=True)
+class RecipeFile:
+    """A validated recipe file and its variants."""
+
+    path: str
+    recipe: Recipe
+    variants: tuple[Variant, ...]
+
+
+# ---------------------------------------------------------------------------------------------
+# hashing and names
+
+
+def resolved_dict(recipe: Recipe) -> dict[str, Any]:
+    """The recipe without its sweep, as JSON-able data (enums as strings, tuples as lists)."""
+    return recipe.without_sweep().model_dump(mode="json", exclude={"sweep"})
+
+
+def canonical_json(data: Any) -> str:
+    """JSON with sorted keys and no whitespace: the text that is hashed."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def recipe_hash(recipe: Recipe) -> str:
+    """SHA-256 hex digest of the resolved recipe."""
+    return hashlib.sha256(canonical_json(resolved_dict(recipe)).encode()).hexdigest()
+
+
+def _value_token(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, int | str):
+        return str(value)
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()[:6]
+
+
+SHORT_KEYS = {"weight_bits": "w", "act_bits": "a", "iterative_steps": "it", "target_macs": "macs"}
+"""Short forms of long swept keys in variant names (``w4-a8``)."""
+
+
+def variant_name(overrides: dict[str, Any]) -> str:
+    """A short file-safe name from sweep values: numbers keep their key (``ratio0.5``, ``w4``), words stand alone."""
+    if not overrides:
+        return "base"
+    parts = []
+    for path, value in overrides.items():
+        token = _value_token(value)
+        leaf = path.rsplit(".", 1)[-1]
+        if isinstance(value, int | float):  # bool is an int: on/off also keeps its key
+            token = f"{SHORT_KEYS.get(leaf, leaf)}{token}"
+        parts.append(re.sub(r"[^A-Za-z0-9_.]+", "_", token))
+    return "-".join(parts)[:60].strip("-_.") or "variant"
+
+
+# ---------------------------------------------------------------------------------------------
+# sweep
+
+
+def _split(path: str) -> list[str]:
+    return [p for p in path.split(".")]
+
+
+def set_path(data: Any, path: str, value: Any) -> None:
+    """Set ``value`` at dotted ``path`` in nested dicts/lists; the last key may be new, the others must exist.
+
+    Raises:
+        KeyError: the message says which part of the path does not exist.
+    """
+    parts = _split(path)
+    if any(not p for p in parts):
+        raise KeyError(f"malformed key path {path!r}")
+    cur = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(cur, list):
+            if not part.isdigit() or int(part) >= len(cur):
+                raise KeyError(f"{'.'.join(parts[: i + 1])}: no item {part} (the list has {len(cur)})")
+            if last:
+                cur[int(part)] = value
+            else:
+                cur = cur[int(part)]
+        elif isinstance(cur, dict):
+            if last:
+                cur[part] = value
+            elif part not in cur:
+                hint = unknown_message("key", part, tuple(str(k) for k in cur))
+                raise KeyError(f"{'.'.join(parts[: i + 1])}: {hint}")
+            else:
+                cur = cur[part]
+        else:
+            raise KeyError(f"{'.'.join(parts[:i])} is a value, not a mapping or list")
+
+
+def sweep_points(sweep: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Loc]]]:
+    """The sweep's points: ``({path: value}, {path: key path of the value in the document})``."""
+    axes: dict[str, list[Any]] = sweep.get("axes") or {}
+    points: list[dict[str, Any]] = list(sweep.get("points") or [])
+    if points:
+        return [
+            (dict(p), {k: ("sweep", "points", str(i), k) for k in p}) for i, p in enumerate(points)
+        ]
+    keys = list(axes)
+    if str(sweep.get("mode", SweepMode.grid.value)) == SweepMode.zip.value:
+        combos: Iterable[tuple[int, ...]] = zip(*(range(len(axes[k])) for k in keys), strict=True)
+    else:
+        combos = itertools.product(*(range(len(axes[k])) for k in keys))
+    out: list[tuple[dict[str, Any], dict[str, Loc]]] = []
+    for idx in combos:
+        out.append(
+            (
+                {k: axes[k][i] for k, i in zip(keys, idx, strict=True)},
+                {k: ("sweep", "axes", k, str(i)) for k, i in zip(keys, idx, strict=True)},
+            )
+        )
+    return out
+
+
+def _variant_lines(lines: dict[Loc, int], origin: dict[str, Loc]) -> dict[Loc, int]:
+    """Lines for a variant document: a swept key (and anything below it) points at its sweep value."""
+    out = {k: v for k, v in lines.items() if k[:1] != ("sweep",)}
+    for path, src in origin.items():
+        target = tuple(_split(path))
+        line = lines.get(src)
+        if line is None:
+            continue
+        for k in [k for k in out if k[: len(target)] == target]:
+            out[k] = line
+        out[target] = line
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# cross-checks
+
+
+def _meta_model(arch: str, channels: int, kwargs: dict[str, Any]) -> Any:
+    """Build ``arch`` on the meta device (no memory, no init cost) to look up its module names."""
+    import torch
+
+    from compress.nets import build_model
+
+    with torch.device("meta"):
+        return build_model(arch, channels, **kwargs)
+
+
+def resolve_checkpoint(spec: str, root: Path | None = None) -> Path:
+    """A checkpoint path as written in a recipe: a file path, or a models/ name (``arcnn-q10``)."""
+    base = Path.cwd() if root is None else root
+    p = Path(spec).expanduser()
+    if "/" not in spec and "\\" not in spec and not p.suffix:
+        p = Path(MODELS_DIR) / spec / CHECKPOINT_NAME
+    return p if p.is_absolute() else base / p
+
+
+def cross_check(recipe: Recipe, *, check_files: bool = True, root: Path | None = None) -> list[tuple[Loc, str]]:
+    """Errors that need more than one key: ``[(key path, message)]``, empty when the recipe is consistent."""
+    errs: list[tuple[Loc, str]] = []
+    channels = recipe.data.channels
+
+    def models_of(who: Loc, spec: Student | Teacher) -> Any:
+        try:
+            return _meta_model(spec.arch, channels, dict(spec.arch_kwargs))
+        except (TypeError, ValueError) as exc:
+            errs.append(((*who, "arch_kwargs"), f"cannot build {spec.arch} with these options: {exc}"))
+            return None
+
+    student = models_of(("student",), recipe.student)
+    student_names = [n for n, _ in student.named_modules() if n] if student is not None else []
+    teacher_names: dict[str, list[str]] = {}
+    for tname, t in recipe.teachers.items():
+        tm = models_of(("teachers", tname), t)
+        teacher_names[tname] = [n for n, _ in tm.named_modules() if n] if tm is not None else []
+
+    if check_files:
+        specs: list[tuple[Loc, Student | Teacher]] = [(("student",), recipe.student)]
+        specs += [(("teachers", n), t) for n, t in recipe.teachers.items()]
+        for who, spec in specs:
+            if spec.checkpoint is None or spec.if_missing is MissingPolicy.init:
+                continue
+            path = resolve_checkpoint(spec.checkpoint, root)
+            if not path.is_file():
+                errs.append(
+                    ((*who, "checkpoint"), f"checkpoint file not found: {path} (set if_missing: init to start fresh)")
+                )
+
+    proto = recipe.data.protocol_name
+    from compress.protocols import get_protocol
+
+    if get_protocol(proto).color.value != recipe.data.color.value:
+        msg = f"protocol {proto!r} scores another colour than data.color {recipe.data.color}"
+        errs.append((("data", "protocol"), msg))
+
+    quantized = False
+    for i, st in enumerate(recipe.stages):
+        at: Loc = ("stages", str(i))
+        last = i == len(recipe.stages) - 1
+        if isinstance(st, PruneStage):
+            if quantized:
+                errs.append(((*at, "type"), "prune after quantize: prune the float model, then quantize"))
+            for j, layer in enumerate(st.ignored_layers):
+                if student_names and layer not in student_names:
+                    errs.append(((*at, "ignored_layers", str(j)), unknown_message("layer", layer, student_names)))
+        elif isinstance(st, DistillStage):
+            if st.teacher not in recipe.teachers:
+                names = tuple(recipe.teachers)
+                msg = unknown_message("teacher", st.teacher, names) if names else f"unknown teacher {st.teacher!r}"
+                errs.append(((*at, "teacher"), msg + ("" if names else "; no teachers: are declared")))
+            for j, h in enumerate(st.hints):
+                hat = (*at, "hints", str(j))
+                if student_names and h.student not in student_names:
+                    errs.append(((*hat, "student"), unknown_message("student layer", h.student, student_names)))
+                tn = teacher_names.get(st.teacher, [])
+                if tn and h.teacher not in tn:
+                    errs.append(((*hat, "teacher"), unknown_message("teacher layer", h.teacher, tn)))
+        elif isinstance(st, QuantizeStage):
+            if quantized:
+                errs.append(((*at, "type"), "a second quantize stage: quantize once"))
+            quantized = True
+            if st.backend is Backend.nncf:
+                for key in ("weight_bits", "act_bits"):
+                    if getattr(st, key) != 8:
+                        errs.append(((*at, key), f"backend nncf quantizes to 8 bits only, got {getattr(st, key)}; "
+                                     "use backend: brevitas for 2-7 bits"))
+        elif isinstance(st, ExportStage):
+            if not last:
+                errs.append(((*at, "type"), "export must be the last stage"))
+            if st.format is ExportFormat.qdq and not quantized:
+                errs.append(((*at, "format"), "qdq export needs a quantize stage before it; use fp32"))
+            if st.format is ExportFormat.fp32 and quantized:
+                errs.append(((*at, "format"), "the model is quantized: export it as qdq"))
+    return errs
+
+
+def _format_cross(errs: list[tuple[Loc, str]], lines: dict[Loc, int], source: str) -> list[str]:
+    out = []
+    for loc, msg in errs:
+        line = format_error({"loc": loc, "msg": msg, "type": "value_error"}, Recipe, lines, source)
+        if line not in out:
+            out.append(line)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+def _errors_of(exc: RecipeError) -> list[str]:
+    return [line for line in str(exc).splitlines() if line]
+
+
+def parse_recipe(
+    text: str, source: str, *, check_files: bool = True, root: Path | None = None
+) -> RecipeFile:
+    """Validate recipe text and expand its sweep; every problem in the file is in one :class:`RecipeError`."""
+    data, lines = load_yaml(text, source)
+    if isinstance(data, dict) and data.get("kind") == "train":
+        line = lines.get(("kind",), 1)
+        raise RecipeError(f"{source}:{line}: kind: a training recipe; run it with: compress train --recipe {source}")
+    recipe = validate(Recipe, data, lines, source)
+    errors = _format_cross(cross_check(recipe, check_files=check_files, root=root), lines, source)
+    if errors:
+        raise RecipeError("\n".join(errors))
+    variants: list[Variant] = []
+    seen: dict[str, str] = {}
+    if recipe.sweep is None:
+        points: list[tuple[dict[str, Any], dict[str, Loc]]] = [({}, {})]
+    else:
+        points = sweep_points(data["sweep"])
+    base = {k: v for k, v in data.items() if k != "sweep"}
+    for values, origin in points:
+        doc = copy.deepcopy(base)
+        vlines = _variant_lines(lines, origin)
+        try:
+            for path, value in values.items():
+                if _split(path)[0] in ("sweep", "name", "kind", "schema_version"):
+                    raise KeyError(f"{path}: this key cannot be swept")
+                set_path(doc, path, copy.deepcopy(value))
+        except KeyError as exc:
+            src = origin.get(path, ("sweep",))
+            at: int | str = lines.get(src) or lines.get(("sweep",)) or "?"
+            msg = f"{source}:{at}: {'.'.join(src)}: {exc.args[0]}"
+            if msg not in errors:
+                errors.append(msg)
+            continue
+        try:
+            resolved = validate(Recipe, doc, vlines, source)
+        except RecipeError as exc:
+            errors += [e for e in _errors_of(exc) if e not in errors]
+            continue
+        cross = _format_cross(cross_check(resolved, check_files=check_files, root=root), vlines, source)
+        if cross:
+            errors += [e for e in cross if e not in errors]
+            continue
+        resolved = resolved.without_sweep()
+        digest = recipe_hash(resolved)
+        v = Variant(resolved, dict(values), variant_name(values), digest, source)
+        if v.id in seen:
+            continue  # two sweep points that resolve to the same recipe are one variant
+        seen[v.id] = v.name
+        variants.append(v)
+    if errors:
+        raise RecipeError("\n".join(errors))
+    return RecipeFile(source, recipe, tuple(variants))
+
+
+def load_recipe(path: str | Path, *, check_files: bool = True, root: Path | None = None) -> RecipeFile:
+    """Read, validate, cross-check and expand one recipe file.
+
+    Args:
+        path: the YAML file.
+        check_files: check that checkpoint files exist (``compress recipe validate --no-check-files`` skips it).
+        root: folder that relative checkpoint paths are resolved against (default: the working directory).
+
+    Raises:
+        RecipeError: one ``FILE:LINE: key: message`` line per problem.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(f"{p}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"{p}: cannot read ({exc})") from None
+    return parse_recipe(text, str(p), check_files=check_files, root=root)
+
+
+def load_recipes(
+    paths: Sequence[str | Path], *, check_files: bool = True, root: Path | None = None
+) -> list[RecipeFile]:
+    """Load every recipe; if any is invalid, raise one :class:`RecipeError` listing every error of every file."""
+    out: list[RecipeFile] = []
+    errors: list[str] = []
+    for p in paths:
+        try:
+            out.append(load_recipe(p, check_files=check_files, root=root))
+        except RecipeError as exc:
+            errors += _errors_of(exc)
+    if errors:
+        raise RecipeError("\n".join(errors))
+    names: dict[str, str] = {}
+    for rf in out:
+        if rf.recipe.name in names and names[rf.recipe.name] != rf.path:
+            raise RecipeError(f"{rf.path}:1: name: {rf.recipe.name!r} is also the name of {names[rf.recipe.name]}")
+        names[rf.recipe.name] = rf.path
+    return out

@@ -1,0 +1,362 @@
+"""The results tables and variant artifacts: the only module that writes under ``results/``.
+
+Per recipe, ``results/<recipe>/`` holds:
+
+* ``quality.csv`` / ``.parquet``: one row per variant x dataset x JPEG quality x protocol;
+* ``cost.csv`` / ``.parquet``: one row per variant x resolution (480p30, 720p30, 1080p30);
+* ``variants.csv`` / ``.parquet``: quality rows joined with the 720p30 cost row of their variant;
+* ``<variant>/``: the variant's artifacts (resolved recipe, plan, weights, quant config, ONNX, done marker).
+
+Tables are long-format with provenance in columns (recipe hash, git SHA, package versions, seed,
+time). Appending is atomic and idempotent: under a file lock the table is read, the new rows
+replace any row with the same key (a re-run never duplicates), and the result is written to a
+temporary file that replaces the table with ``os.replace``. :func:`results_readme` documents every
+file and column; ``results/README.md`` is its output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from compress.checkpoint import atomic_write_bytes
+
+QUALITY_FILE = "quality.csv"
+COST_FILE = "cost.csv"
+VARIANTS_FILE = "variants.csv"
+DONE_FILE = "done.json"
+JOIN_RESOLUTION = "720p30"
+
+PROVENANCE_COLUMNS: dict[str, str] = {
+    "recipe_hash": "SHA-256 of the variant's resolved recipe (canonical JSON)",
+    "run_key": "SHA-256 of the resolved recipe plus the hashes of its input checkpoints: the cache key",
+    "student_checkpoint": "SHA-256 of the student checkpoint file, or 'fresh' for initialised weights",
+    "git_sha": "commit of the code that produced the row (+dirty when the tree had changes)",
+    "torch_version": "torch version",
+    "torch_pruning_version": "torch-pruning version (distribution metadata)",
+    "brevitas_version": "brevitas version",
+    "nncf_version": "nncf version",
+    "onnxruntime_version": "onnxruntime version",
+    "seed": "the recipe's global seed",
+    "created": "UTC time the variant finished (ISO 8601)",
+    "notes": "warnings of the run (e.g. a fallback dataset, a freshly initialised student), '; '-joined",
+}
+
+QUALITY_COLUMNS: dict[str, str] = {
+    "recipe": "recipe name",
+    "variant": "variant id: readable sweep values + first 8 hex digits of the recipe hash",
+    "variant_name": "readable part of the variant id",
+    "dataset": "dataset actually evaluated (the fallback's name when the requested set was missing)",
+    "quality": "JPEG quality of the input",
+    "protocol": "evaluation protocol (see compress.protocols)",
+    "n_images": "images averaged",
+    "comparable": "False when the numbers cannot be set beside published tables (embedded sample images)",
+    "psnr": "mean PSNR (dB) of the variant's output",
+    "ssim": "mean SSIM of the variant's output",
+    "psnrb": "mean PSNR-B (dB) of the variant's output",
+    "jpeg_psnr": "mean PSNR (dB) of the JPEG input (the baseline)",
+    "jpeg_ssim": "mean SSIM of the JPEG input",
+    "jpeg_psnrb": "mean PSNR-B (dB) of the JPEG input",
+    **PROVENANCE_COLUMNS,
+}
+
+COST_COLUMNS: dict[str, str] = {
+    "recipe": "recipe name",
+    "variant": "variant id",
+    "variant_name": "readable part of the variant id",
+    "resolution": "480p30 (720x480), 720p30 (1280x720) or 1080p30 (1920x1080)",
+    "width": "frame width (px)",
+    "height": "frame height (px)",
+    "params": "parameters of the compressed model",
+    "layers": "convolution / linear layers",
+    "macs": "MACs per frame, thop's count (ConvTranspose2d per output pixel: the published convention)",
+    "macs_true": "MACs per frame of convolutions and linear layers, ConvTranspose2d per input pixel",
+    "tflops": "published convention: macs x 30 fps / 1e12 (1 MAC counted as 1 FLOP)",
+    "tflops_true": "macs_true x 30 fps / 1e12",
+    "memory_mb": "torchsummary-style estimated total size (MiB, fp32): input + 2 x outputs + params",
+    "peak_activation_mb": "peak live tensor bytes of one fp32 batch-1 inference (MiB)",
+    "weight_bits": "weight bit width (32 = float)",
+    "act_bits": "activation bit width (32 = float)",
+    "quant_backend": "brevitas, nncf, or none",
+    "model_bytes": "size of the deployable file, model.onnx (bytes)",
+    "weights_bytes": "size of weights.safetensors (bytes; fake-quantized weights are stored as float)",
+    "onnx_bytes": "size of model.onnx (bytes)",
+    "train_wall_s": "seconds spent in training loops (finetune, distill, QAT) for this variant",
+    **PROVENANCE_COLUMNS,
+}
+
+QUALITY_KEY = ("variant", "dataset", "quality", "protocol")
+COST_KEY = ("variant", "resolution")
+
+ARTIFACTS: dict[str, str] = {
+    "recipe.yaml": "the resolved recipe of the variant (no sweep): run alone, it makes the same model",
+    "plan.json": "every stage's plan in order (pruning history, distillation and training records, "
+    "quant config, export check); with the base model it rebuilds the variant (compress.stages.replay)",
+    "weights.safetensors": "the compressed model's state dict (no pickle)",
+    "quant.json": "quantization config (backend, bits, per-layer schemes; NNCF's own config) or backend null",
+    "model.onnx": "the deployable ONNX graph (fp32, or QDQ for quantized variants), checked in onnxruntime",
+    "done.json": "run key, time and outcome: a variant whose run key matches is skipped unless --force",
+    "stages/": "per-stage training logs and checkpoints",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# provenance
+
+
+def git_sha(repo: Path | None = None) -> str:
+    """The checked-out commit (read-only git calls), ``+dirty`` with uncommitted changes; ``unknown`` without git."""
+    cwd = repo or Path(__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True,
+            timeout=10, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return sha + ("+dirty" if dirty else "")
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the libraries that decide the numbers (from installed distribution metadata)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for dist, col in (
+        ("torch", "torch_version"), ("torch-pruning", "torch_pruning_version"), ("brevitas", "brevitas_version"),
+        ("nncf", "nncf_version"), ("onnxruntime", "onnxruntime_version"),
+    ):
+        try:
+            out[col] = version(dist)
+        except PackageNotFoundError:
+            out[col] = "absent"
+    return out
+
+
+def now_iso() -> str:
+    """UTC now, ISO 8601, seconds."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------------------------------------
+# tables
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read(path: Path) -> Any:
+    """A table, from its parquet twin when present (it keeps dtypes), else the CSV, else None."""
+    import pandas as pd
+
+    pq = path.with_suffix(".parquet")
+    if pq.is_file():
+        return pd.read_parquet(pq)
+    if path.is_file():
+        return pd.read_csv(path)
+    return None
+
+
+def _write(df: Any, path: Path) -> None:
+    _atomic_write(path, lambda p: df.to_csv(p, index=False))
+    _atomic_write(path.with_suffix(".parquet"), lambda p: df.to_parquet(p, index=False))
+
+
+def _lock(folder: Path) -> Any:
+    from filelock import FileLock
+
+    return FileLock(str(folder / ".tables.lock"), timeout=600)
+
+
+def _merge(old: Any, rows: Sequence[dict[str, Any]], key: Sequence[str], columns: Sequence[str]) -> Any:
+    import pandas as pd
+
+    new = pd.DataFrame(list(rows), columns=list(columns))
+    if old is None or old.empty:
+        df = new
+    else:
+        for col in columns:
+            if col not in old.columns:
+                old[col] = pd.NA
+        df = pd.concat([old[list(columns)], new], ignore_index=True)
+        for k in key:  # a CSV read back may type a key column differently from fresh rows
+            df[k] = df[k].astype(new[k].dtype) if len(new) else df[k]
+    df = df.drop_duplicates(subset=list(key), keep="last")
+    return df.sort_values(list(key), kind="stable", key=_sort_key).reset_index(drop=True)
+
+
+def _sort_key(col: Any) -> Any:
+    """Resolutions sort by size (480p, 720p, 1080p), everything else as it is."""
+    from compress.cost import RESOLUTIONS
+
+    order = {name: i for i, name in enumerate(RESOLUTIONS)}
+    return col.map(lambda v: order.get(v, len(order))) if col.name == "resolution" else col
+
+
+def append_rows(path: Path, rows: Sequence[dict[str, Any]], key: Sequence[str], columns: Sequence[str]) -> Any:
+    """Add ``rows`` to the table at ``path`` (CSV + parquet), replacing rows with the same key; returns the table."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _lock(path.parent):
+        df = _merge(_read(path), rows, key, columns)
+        _write(df, path)
+    return df
+
+
+def _refresh_variants(folder: Path) -> Any:
+    """``variants.csv``: quality rows + the 720p30 cost columns of their variant (call under the lock)."""
+    import pandas as pd
+
+    quality = _read(folder / QUALITY_FILE)
+    cost = _read(folder / COST_FILE)
+    if quality is None:
+        return None
+    if cost is not None:
+        keep = [c for c in COST_COLUMNS if c not in PROVENANCE_COLUMNS and c not in ("recipe", "variant_name")]
+        c720 = cost[cost["resolution"] == JOIN_RESOLUTION][keep]
+        df = quality.merge(c720, on="variant", how="left")
+    else:
+        df = quality.copy()
+        df["resolution"] = pd.NA
+    _write(df, folder / VARIANTS_FILE)
+    return df
+
+
+def write_tables(
+    folder: Path, quality_rows: Sequence[dict[str, Any]], cost_rows: Sequence[dict[str, Any]]
+) -> tuple[Any, Any]:
+    """Append a variant's quality and cost rows to ``folder``'s tables and refresh ``variants.csv``, atomically."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with _lock(folder):
+        q = _merge(_read(folder / QUALITY_FILE), quality_rows, QUALITY_KEY, list(QUALITY_COLUMNS))
+        _write(q, folder / QUALITY_FILE)
+        c = _merge(_read(folder / COST_FILE), cost_rows, COST_KEY, list(COST_COLUMNS))
+        _write(c, folder / COST_FILE)
+        _refresh_variants(folder)
+    return q, c
+
+
+def read_table(path: str | Path) -> Any:
+    """A results table as a DataFrame (parquet twin preferred), or None when absent."""
+    return _read(Path(path))
+
+
+# ---------------------------------------------------------------------------------------------
+# variant artifacts
+
+
+def write_json(path: Path, data: Any) -> Path:
+    """Pretty JSON, atomically."""
+    atomic_write_bytes(path, (json.dumps(data, indent=1, sort_keys=False, default=str) + "\n").encode())
+    return path
+
+
+def write_yaml(path: Path, data: Any, header: str = "") -> Path:
+    """Safe-dumped YAML (keys in order), with an optional comment header, atomically."""
+    import yaml
+
+    body = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    atomic_write_bytes(path, (header + body).encode())
+    return path
+
+
+def write_weights(path: Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    """A state dict as safetensors (no pickle), atomically."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
+    return path
+
+
+def read_done(folder: Path) -> dict[str, Any] | None:
+    """The done marker of a variant folder, or None."""
+    p = folder / DONE_FILE
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_done(folder: Path, record: dict[str, Any]) -> Path:
+    """Mark a variant done (written last: a crashed run leaves no marker and re-runs)."""
+    return write_json(folder / DONE_FILE, record)
+
+
+# ---------------------------------------------------------------------------------------------
+# documentation
+
+
+def _column_table(columns: dict[str, str]) -> list[str]:
+    lines = ["| column | meaning |", "|---|---|"]
+    lines += [f"| `{k}` | {v} |" for k, v in columns.items()]
+    return lines
+
+
+def results_readme() -> str:
+    """The text of ``results/README.md``: every file and every column of the results tables."""
+    lines = [
+        "# results/",
+        "",
+        "Written only by `compress run` (module `compress.results`); generated by "
+        "`compress.results.write_results_readme`, do not edit by hand.",
+        "",
+        "Each recipe writes `results/<recipe>/`:",
+        "",
+        f"- `{QUALITY_FILE}` (+ `.parquet`): one row per variant x dataset x JPEG quality x protocol; key "
+        f"`{', '.join(QUALITY_KEY)}`.",
+        f"- `{COST_FILE}` (+ `.parquet`): one row per variant x resolution; key `{', '.join(COST_KEY)}`.",
+        f"- `{VARIANTS_FILE}` (+ `.parquet`): `{QUALITY_FILE}` joined with the {JOIN_RESOLUTION} row of "
+        f"`{COST_FILE}` (for plots and fronts).",
+        "- `<variant>/`: the variant's artifacts (below).",
+        "",
+        "Rows are appended atomically under a file lock; a re-run replaces its rows (same key), never "
+        "duplicates them. The parquet twin keeps column types; the CSV is for reading.",
+        "",
+        "## Variant folder",
+        "",
+        "| file | content |",
+        "|---|---|",
+        *[f"| `{k}` | {v} |" for k, v in ARTIFACTS.items()],
+        "",
+        f"## {QUALITY_FILE}",
+        "",
+        *_column_table(QUALITY_COLUMNS),
+        "",
+        f"## {COST_FILE}",
+        "",
+        *_column_table(COST_COLUMNS),
+        "",
+        f"## {VARIANTS_FILE}",
+        "",
+        f"The columns of `{QUALITY_FILE}`, then the cost columns of `{COST_FILE}` at {JOIN_RESOLUTION} "
+        "(without repeating the provenance).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_results_readme(folder: str | Path = "results") -> Path:
+    """Write :func:`results_readme` to ``<folder>/README.md``."""
+    p = Path(folder) / "README.md"
+    atomic_write_bytes(p, results_readme().encode())
+    return p

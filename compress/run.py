@@ -1,0 +1,303 @@
+"""The compression engine: validate recipes, expand variants, run stages, evaluate, profile, record.
+
+:func:`run_recipes` validates every recipe first (nothing runs if any is invalid), then runs each
+selected variant into ``results/<recipe>/<variant>/``:
+
+1. load the student (checkpoint, or fresh with a warning when the recipe allows it);
+2. apply the stages in order (:data:`compress.stages.STAGES`); a recipe without an export stage gets
+   one at the end, so every variant has a ``model.onnx``;
+3. save ``recipe.yaml``, ``plan.json``, ``weights.safetensors``, ``quant.json``;
+4. evaluate it (:func:`compress.evaluate.evaluate_model`, every eval set x quality under the protocol)
+   and profile it (:func:`compress.cost.profile_model` on the compressed module, float twin for
+   quantized ones: same shapes);
+5. append the rows to the recipe's tables (:mod:`compress.results`) and write ``done.json``.
+
+A variant is skipped when its ``done.json`` holds the same run key (hash of the resolved recipe and
+of the input checkpoint files), unless ``force``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from compress.errors import CompressError
+from compress.recipe.expand import RecipeFile, Variant, canonical_json, load_recipes, resolve_checkpoint
+from compress.recipe.schema import ExportStage, Importance, PruneStage, Recipe, Student, Teacher
+
+log = logging.getLogger(__name__)
+
+ENGINE_VERSION = 1
+"""Part of the run key: bump when the engine's outputs change for the same recipe."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How variants run.
+
+    Attributes:
+        results_dir: the results root (``results/``).
+        data_root: the data root (default ``$COMPRESS_DATA``).
+        force: re-run variants that are already done.
+        progress: progress bars.
+        threads: torch threads (default: torch's current setting).
+    """
+
+    results_dir: Path = Path("results")
+    data_root: str | None = None
+    force: bool = False
+    progress: bool = True
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class VariantOutcome:
+    """What happened to one variant."""
+
+    recipe: str
+    variant: str
+    status: str
+    folder: Path
+    seconds: float = 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# selection and keys
+
+
+def select_variants(files: Sequence[RecipeFile], only: Sequence[str] | None = None) -> list[Variant]:
+    """Every variant, or those whose id, readable name or id prefix is in ``only``.
+
+    Raises:
+        CompressError: a name in ``only`` matches no variant (the message lists them).
+    """
+    variants = [v for f in files for v in f.variants]
+    if not only:
+        return variants
+    picked: list[Variant] = []
+    for name in only:
+        hits = [v for v in variants if name in (v.id, v.name, f"{v.recipe.name}/{v.id}") or v.id.startswith(name)]
+        if not hits:
+            from compress.registry import unknown_message
+
+            raise CompressError(unknown_message("variant", name, [v.id for v in variants]))
+        picked += [v for v in hits if v not in picked]
+    return picked
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _input_hash(spec: Student | Teacher) -> str:
+    if spec.checkpoint is None:
+        return "fresh"
+    p = resolve_checkpoint(spec.checkpoint)
+    return file_sha256(p) if p.is_file() else "fresh"
+
+
+def run_key(variant: Variant) -> tuple[str, dict[str, Any]]:
+    """The cache key of a variant: its recipe hash plus the hashes of the checkpoints it reads."""
+    r = variant.recipe
+    inputs = {
+        "student": _input_hash(r.student),
+        "teachers": {n: _input_hash(t) for n, t in r.teachers.items()},
+    }
+    doc = {"engine": ENGINE_VERSION, "recipe_hash": variant.recipe_hash, "inputs": inputs}
+    return hashlib.sha256(canonical_json(doc).encode()).hexdigest(), inputs
+
+
+def variant_dir(results_dir: Path, variant: Variant) -> Path:
+    """``results/<recipe>/<variant id>``."""
+    return results_dir / variant.recipe.name / variant.id
+
+
+# ---------------------------------------------------------------------------------------------
+# dry run
+
+
+def estimate_cost(variant: Variant) -> dict[str, Any]:
+    """Params and 720p30 TFLOPS after the recipe's prune stages, on a fresh student (no data, no checkpoint).
+
+    Channel counts come from L1 importance on fresh weights: exact for per-layer ratios, an estimate
+    for global pruning and MACs targets (they depend on the trained weights).
+    """
+    from compress.cost import RESOLUTIONS, profile_model
+    from compress.nets import build_model
+    from compress.stages.base import StageContext
+    from compress.stages.prune import prune_model
+
+    r = variant.recipe
+    model = build_model(r.student.arch, r.data.channels, **dict(r.student.arch_kwargs))
+    ctx = StageContext(r, Path("."), threads=1)
+    for st in r.stages:
+        if isinstance(st, PruneStage):
+            model, _ = prune_model(model, st.model_copy(update={"importance": Importance.l1}), ctx)
+    cost = profile_model(variant.id, model=model, channels=r.data.channels,
+                         resolutions={"720p30": RESOLUTIONS["720p30"]})
+    frame = cost.frames["720p30"]
+    return {"params": cost.params, "tflops_720p30": frame.tflops, "tflops_true_720p30": frame.tflops_true}
+
+
+def describe(variant: Variant) -> str:
+    """One line: the stages of a variant and its sweep values."""
+    stages = " -> ".join(st.type for st in variant.recipe.stages) or "(evaluate, profile, export)"
+    vals = ", ".join(f"{k}={v}" for k, v in variant.overrides.items())
+    return f"{stages}" + (f"  [{vals}]" if vals else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# running one variant
+
+
+def _quality_rows(
+    model: nn.Module, recipe: Recipe, variant: Variant, opts: RunOptions, note: Callable[[str], None]
+) -> list[dict[str, Any]]:
+    from compress.evaluate import evaluate_model
+    from compress.stages.base import open_dataset_or_fallback
+
+    d = recipe.data
+    rows = []
+    for name in d.eval:
+        ds = open_dataset_or_fallback(name, opts.data_root, d.limit, d.fallback, note)
+        results = evaluate_model(
+            model, ds, list(d.qualities), d.protocol_name, progress=opts.progress, model_name=variant.id, tile=d.tile
+        )
+        for res in results:
+            row = res.to_dict()
+            row.pop("model", None)
+            row["comparable"] = res.comparable
+            rows.append(row)
+    return rows
+
+
+def _cost_rows(model: nn.Module, recipe: Recipe, variant: Variant) -> list[dict[str, Any]]:
+    from compress.cost import profile_model
+
+    cost = profile_model(variant.id, model=model, channels=recipe.data.channels)
+    return [
+        {
+            "resolution": res, "width": f.width, "height": f.height, "params": cost.params, "layers": cost.layers,
+            "macs": f.macs_thop, "macs_true": f.macs_true, "tflops": f.tflops, "tflops_true": f.tflops_true,
+            "memory_mb": f.memory_mb, "peak_activation_mb": f.peak_activation_mb,
+        }
+        for res, f in cost.frames.items()
+    ]
+
+
+def run_variant(variant: Variant, opts: RunOptions, out: Callable[[str], None] = print) -> VariantOutcome:
+    """Run one variant into its folder (or skip it when done with the same run key)."""
+    from compress import results
+    from compress.stages import STAGES
+    from compress.stages.base import StageContext, load_student_or_teacher
+    from compress.stages.export import ONNX_NAME
+
+    r = variant.recipe
+    folder = variant_dir(opts.results_dir, variant)
+    key, inputs = run_key(variant)
+    done = results.read_done(folder)
+    if done is not None and done.get("run_key") == key and not opts.force:
+        return VariantOutcome(r.name, variant.id, "skipped", folder)
+    if folder.exists():
+        shutil.rmtree(folder)  # a stale or forced variant starts clean: no mix of old and new artifacts
+    folder.mkdir(parents=True)
+    t0 = time.perf_counter()
+    torch.manual_seed(r.seed)
+    ctx = StageContext(
+        r, folder, data_root=opts.data_root, threads=opts.threads or torch.get_num_threads(), progress=opts.progress
+    )
+    model, base = load_student_or_teacher(r.student, r.data.channels, "student", ctx.note)
+    header = f"# variant {variant.id} of {variant.source}; resolved (no sweep)\n"
+    results.write_yaml(folder / "recipe.yaml", variant.resolved(), header)
+    stages = list(r.stages)
+    if not any(isinstance(st, ExportStage) for st in stages):
+        stages.append(ExportStage.model_validate({"type": "export"}))  # every variant ships a checked ONNX graph
+    plans: list[dict[str, Any]] = []
+    for i, st in enumerate(stages):
+        ctx.stage_index = i
+        out(f"  stage {i} {st.type}")
+        res = STAGES.get(st.type)(model, st, ctx)
+        model = res.model
+        plans.append({"index": i, "type": st.type, "label": st.label, "implicit": i >= len(r.stages), "plan": res.plan})
+    model.eval()
+    plan = {"format": "compress-plan/1", "recipe": r.name, "variant": variant.id, "base": base, "stages": plans}
+    results.write_json(folder / "plan.json", plan)
+    meta = {"format": "compress-variant/1", "recipe": r.name, "variant": variant.id, "arch": base["arch"],
+            "channels": str(base["channels"]), "plan": "plan.json"}
+    results.write_weights(folder / "weights.safetensors", model.state_dict(), meta)
+    results.write_json(folder / "quant.json", ctx.quant or {"backend": None})
+    out("  evaluate")
+    q_rows = _quality_rows(model, r, variant, opts, ctx.note)
+    out("  profile")
+    c_rows = _cost_rows(ctx.float_model if ctx.float_model is not None else model, r, variant)
+    quant = ctx.quant or {}
+    onnx_bytes = (folder / ONNX_NAME).stat().st_size
+    prov = {
+        "recipe": r.name, "variant": variant.id, "variant_name": variant.name, "recipe_hash": variant.recipe_hash,
+        "run_key": key, "student_checkpoint": inputs["student"], "git_sha": results.git_sha(),
+        **results.package_versions(), "seed": r.seed, "created": results.now_iso(), "notes": "; ".join(ctx.notes),
+    }
+    extra = {
+        "weight_bits": int(quant.get("weight_bits", 32)), "act_bits": int(quant.get("act_bits", 32)),
+        "quant_backend": quant.get("backend", "none"), "model_bytes": onnx_bytes,
+        "weights_bytes": (folder / "weights.safetensors").stat().st_size, "onnx_bytes": onnx_bytes,
+        "train_wall_s": round(ctx.train_wall_s, 2),
+    }
+    results.write_tables(
+        opts.results_dir / r.name, [{**row, **prov} for row in q_rows], [{**row, **extra, **prov} for row in c_rows]
+    )
+    seconds = time.perf_counter() - t0
+    results.write_done(folder, {"run_key": key, "variant": variant.id, "finished": prov["created"],
+                                "seconds": round(seconds, 1), "inputs": inputs, "notes": ctx.notes})
+    return VariantOutcome(r.name, variant.id, "ran", folder, seconds)
+
+
+# ---------------------------------------------------------------------------------------------
+# entry point
+
+
+def run_recipes(
+    paths: Sequence[str | Path],
+    *,
+    only: Sequence[str] | None = None,
+    dry_run: bool = False,
+    options: RunOptions | None = None,
+    out: Callable[[str], None] = print,
+) -> list[VariantOutcome]:
+    """Validate every recipe, then run (or with ``dry_run`` only list, with estimated cost) the selected variants.
+
+    Raises:
+        RecipeError: any recipe is invalid (nothing has run).
+        CompressError: a variant failed (the variants before it are recorded).
+    """
+    opts = options or RunOptions()
+    files = load_recipes(paths, check_files=not dry_run)
+    variants = select_variants(files, only)
+    if dry_run:
+        out(f"{'variant':<44} {'params':>9} {'TFLOPS@720p30':>13}  stages")
+        for v in variants:
+            est = estimate_cost(v)
+            out(f"{v.recipe.name + '/' + v.id:<44} {est['params']:>9,} {est['tflops_720p30']:>13.3f}  {describe(v)}")
+        out(f"{len(variants)} variant(s); cost estimated from a fresh student with the prune stages' shapes")
+        return [VariantOutcome(v.recipe.name, v.id, "planned", variant_dir(opts.results_dir, v)) for v in variants]
+    outcomes = []
+    for i, v in enumerate(variants, 1):
+        out(f"[{i}/{len(variants)}] {v.recipe.name}/{v.id}: {describe(v)}")
+        o = run_variant(v, opts, out)
+        out(f"  {o.status}" + (f" in {o.seconds:.0f} s" if o.status == "ran" else " (done before; --force re-runs)"))
+        outcomes.append(o)
+    return outcomes

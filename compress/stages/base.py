@@ -1,0 +1,277 @@
+"""What every stage shares: the contract, the stage registry, the context, and training through the one loop.
+
+A stage is a function ``apply(model, cfg, ctx) -> StageResult``: it takes a model (it may modify it),
+its validated config (one of the :mod:`compress.recipe.schema` stage models) and a
+:class:`StageContext`, and returns the new model plus a JSON-able plan of what it did. Fine-tuning,
+distillation and QAT all train through :class:`compress.train.Trainer`, fed with patches from the
+recipe's training set by :class:`PatchTrainer`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch import nn
+
+from compress.errors import CheckpointError, DataError
+from compress.recipe.schema import MissingPolicy, Recipe, Student, Teacher, TrainParams
+from compress.registry import Registry
+from compress.train import LossFn, TrainConfig, Trainer
+
+log = logging.getLogger(__name__)
+
+EXAMPLE_SIZE = 32
+"""Side of the example input used for graph tracing (pruning dependency graphs)."""
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """A stage's output: the model and a JSON-able plan of what was done (saved in plan.json)."""
+
+    model: nn.Module
+    plan: dict[str, Any]
+
+
+@dataclass
+class StageContext:
+    """What a stage may use besides the model and its config.
+
+    Attributes:
+        recipe: the resolved recipe of the variant being run.
+        work_dir: the variant's folder; stage ``i`` writes its logs under ``work_dir/stages/<i>-<type>``.
+        data_root: the data root (default ``$COMPRESS_DATA``).
+        threads: torch threads for training.
+        progress: show progress bars.
+        stage_index: index of the running stage.
+        quant: the quantization config once a quantize stage ran (backend, bits, layers), else None.
+        float_model: the model as it was before quantization (same shapes; used for the cost profile).
+        train_wall_s: seconds spent in training loops so far.
+        notes: warnings worth keeping with the results (e.g. a fallback dataset).
+    """
+
+    recipe: Recipe
+    work_dir: Path
+    data_root: str | None = None
+    threads: int = 1
+    progress: bool = False
+    stage_index: int = 0
+    quant: dict[str, Any] | None = None
+    float_model: nn.Module | None = None
+    train_wall_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    _images: list[NDArray[np.uint8]] | None = None
+    _teachers: dict[str, nn.Module] = field(default_factory=dict)
+
+    @property
+    def channels(self) -> int:
+        """Model input channels (3 for rgb, 1 for y)."""
+        return self.recipe.data.channels
+
+    def stage_dir(self) -> Path:
+        """This stage's folder (created)."""
+        st = self.recipe.stages[self.stage_index] if self.stage_index < len(self.recipe.stages) else None
+        kind = getattr(st, "type", "stage")
+        p = self.work_dir / "stages" / f"{self.stage_index}-{kind}"
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def note(self, msg: str) -> None:
+        """Log a warning and keep it for the variant's record."""
+        log.warning(msg)
+        self.notes.append(msg)
+
+    def example_input(self, size: int = EXAMPLE_SIZE) -> torch.Tensor:
+        """A deterministic ``(1, C, size, size)`` input in [0, 1] for tracing."""
+        g = torch.Generator().manual_seed(0)
+        return torch.rand(1, self.channels, size, size, generator=g)
+
+    def training_images(self) -> list[NDArray[np.uint8]]:
+        """The recipe's training images, decoded once per variant (RGB or gray uint8)."""
+        if self._images is None:
+            d = self.recipe.data
+            ds = open_dataset_or_fallback(d.train, self.data_root, d.train_limit, d.fallback, self.note)
+            self._images = [ds.load(item) for item in ds]
+        return self._images
+
+    def patches(self, steps: int, batch_size: int, patch_size: int, seed: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        """``steps`` batches ``(jpeg, clean)`` of training patches, a pure function of ``seed``."""
+        from compress.data.patches import PatchBatches, PatchConfig
+
+        d = self.recipe.data
+        pcfg = PatchConfig(patch_size, batch_size, d.qualities, d.color.value, True, seed)
+        ds = PatchBatches(self.training_images(), pcfg)
+        for i in range(steps):
+            yield ds[i]
+
+    def teacher(self, name: str) -> nn.Module:
+        """The named teacher, loaded once, in eval mode with gradients off."""
+        if name not in self._teachers:
+            m, _ = load_student_or_teacher(self.recipe.teachers[name], self.channels, f"teacher {name!r}", self.note)
+            m.eval()
+            for p in m.parameters():
+                p.requires_grad_(False)
+            self._teachers[name] = m
+        return self._teachers[name]
+
+
+StageFn = Callable[[nn.Module, Any, StageContext], StageResult]
+
+STAGES: Registry[StageFn] = Registry("stage")
+"""Stage type (``prune``, ``distill``...) -> ``apply`` function; filled by the modules of this package."""
+
+
+# ---------------------------------------------------------------------------------------------
+# data and models
+
+
+def open_dataset_or_fallback(
+    name: str,
+    data_root: str | Path | None,
+    limit: int | None,
+    fallback: str | None,
+    warn: Callable[[str], None] = log.warning,
+) -> Any:
+    """Open ``name``; when its files are missing and ``fallback`` is set, open ``fallback`` instead, with a warning.
+
+    Raises:
+        DataError: the data is missing and there is no fallback.
+    """
+    from compress.data.datasets import NOT_COMPARABLE, open_dataset
+
+    try:
+        return open_dataset(name, data_root=data_root, limit=limit)
+    except DataError as exc:
+        if fallback is None or fallback == name:
+            raise
+        warn(f"{exc}; using dataset {fallback!r} instead ({NOT_COMPARABLE})")
+        return open_dataset(fallback, data_root=data_root, limit=limit)
+
+
+def load_student_or_teacher(
+    spec: Student | Teacher, channels: int, who: str, warn: Callable[[str], None] = log.warning
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Build the model a recipe names: from its checkpoint, or freshly initialised.
+
+    Returns:
+        The model and how to build its base again: ``{"arch", "channels", "arch_kwargs", "source"}``
+        (``source`` is the checkpoint path, or ``fresh``).
+
+    Raises:
+        CheckpointError: a missing file (unless ``if_missing: init``), or weights of another architecture.
+    """
+    from compress.checkpoint import load_model
+    from compress.nets import build_model
+    from compress.recipe.expand import resolve_checkpoint
+    from compress.train import init_model_
+
+    if spec.checkpoint is not None:
+        path = resolve_checkpoint(spec.checkpoint)
+        if path.is_file():
+            model, meta = load_model(path, spec.arch)
+            got = _in_channels(model)
+            if got != channels:
+                raise CheckpointError(f"{path}: {who} takes {got} channel(s), the recipe's data.color needs {channels}")
+            kwargs = json.loads(meta.get("arch_kwargs", "{}"))
+            return model, {"arch": meta.get("arch", spec.arch), "channels": got, "arch_kwargs": kwargs,
+                           "source": str(path)}
+        if spec.if_missing is MissingPolicy.error:
+            raise CheckpointError(f"{path}: {who} checkpoint not found")
+        warn(f"{who}: checkpoint {path} not found; using a FRESHLY INITIALISED {spec.arch} (results mean little)")
+    model = build_model(spec.arch, channels, **dict(spec.arch_kwargs))
+    init_model_(model, str(getattr(spec, "init", "kaiming")))
+    return model, {"arch": spec.arch, "channels": channels, "arch_kwargs": dict(spec.arch_kwargs), "source": "fresh"}
+
+
+def _in_channels(model: nn.Module) -> int:
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
+            return int(m.in_channels)
+    return -1
+
+
+def output_layer(model: nn.Module) -> nn.Module:
+    """The last convolution in module order: it writes the image, so its width is fixed."""
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)]
+    if not convs:
+        raise ValueError("model has no convolution")
+    return convs[-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+
+
+class PatchTrainer(Trainer):
+    """The training loop fed from a stage context's training images instead of a folder."""
+
+    def __init__(self, cfg: TrainConfig, ctx: StageContext, **kwargs: Any) -> None:
+        super().__init__(cfg, **kwargs)
+        self.ctx = ctx
+
+    def batches(self, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batch ``i`` depends on ``(seed, i)`` only, as in the folder-fed loop."""
+        from compress.data.patches import PatchBatches, PatchConfig
+
+        c = self.cfg
+        pcfg = PatchConfig(c.patch_size, c.batch_size, c.qualities, c.color, c.augment, c.seed)
+        ds = PatchBatches(self.ctx.training_images(), pcfg)
+        for i in range(start, c.steps):
+            yield ds[i]
+
+
+def _save_weights(path: Path, model: nn.Module, meta: dict[str, Any], extra: dict[str, torch.Tensor]) -> None:
+    """Stage checkpoints: the model's tensors only (the optimizer state is not needed to resume a stage)."""
+    from safetensors.torch import save
+
+    from compress.checkpoint import atomic_write_bytes
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    text = {k: v if isinstance(v, str) else json.dumps(v, default=str) for k, v in meta.items()}
+    atomic_write_bytes(path, save(tensors, metadata=text))
+
+
+def train_stage(
+    model: nn.Module,
+    cfg: TrainParams,
+    ctx: StageContext,
+    *,
+    loss: str = "l2",
+    loss_fn: LossFn | None = None,
+    extra_params: list[nn.Parameter] | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` in place for ``cfg.steps`` with the shared loop; returns what the plan records."""
+    d = ctx.recipe.data
+    tcfg = TrainConfig(
+        arch=ctx.recipe.student.arch,
+        outputs_dir=str(ctx.stage_dir()),
+        color=d.color.value,
+        qualities=tuple(d.qualities),
+        patch_size=cfg.patch_size,
+        batch_size=cfg.batch_size,
+        steps=cfg.steps,
+        lr=cfg.lr,
+        min_lr_ratio=cfg.min_lr_ratio,
+        warmup_steps=cfg.warmup_steps,
+        grad_clip=cfg.grad_clip,
+        loss=loss,
+        threads=ctx.threads,
+        seed=cfg.seed,
+        augment=True,
+        val_dataset="",
+        ckpt_every=cfg.steps,  # one checkpoint, at the end: stages are short and re-run whole
+    )
+    trainer = PatchTrainer(
+        tcfg, ctx, model=model, loss_fn=loss_fn, extra_params=extra_params, save_fn=_save_weights,
+        progress=ctx.progress,
+    )
+    state = trainer.fit()
+    ctx.train_wall_s += state.wall_s
+    return {"steps": state.step, "wall_s": round(state.wall_s, 2)}

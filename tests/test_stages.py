@@ -1,0 +1,187 @@
+"""Compression stages, registry-driven: every importance, the distiller and every quantizer on both students.
+
+Everything is tiny (32x32 patches, a couple of steps, one embedded training image, one thread) so
+the file runs in about a minute on 2 shared cores.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from compress.nets import build_model, count_params
+from compress.recipe.expand import parse_recipe
+from compress.recipe.schema import STAGE_MODELS, Recipe
+from compress.stages import IMPORTANCES, QUANTIZERS, STAGES, replay_plan
+from compress.stages.base import StageContext
+from compress.stages.export import check_onnx, export_onnx, onnx_session
+from compress.stages.prune import channel_widths
+from compress.stages.replay import rebuild_model
+from compress.train import init_model_
+
+STUDENTS = ["arcnn", "fast_arcnn"]
+TINY = "batch_size: 2, patch_size: 32"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def images() -> list[Any]:
+    """One embedded image, decoded once for the whole module."""
+    from compress.data.datasets import open_dataset
+
+    ds = open_dataset("embedded", limit=1)
+    return [ds.load(item) for item in ds]
+
+
+def recipe_of(arch: str, stages: str, *, teachers: str = "") -> Recipe:
+    """A validated recipe on embedded data with the given stage lines (YAML flow mappings)."""
+    text = (
+        f"name: t\nstudent: {{arch: {arch}}}\n{teachers}"
+        "data: {train: embedded, train_limit: 1, eval: [embedded], limit: 1}\n"
+        f"stages:\n{stages}\n"
+    )
+    return parse_recipe(text, "t.yaml").variants[0].recipe
+
+
+def context(recipe: Recipe, tmp_path: Path, images: list[Any]) -> StageContext:
+    ctx = StageContext(recipe, tmp_path, threads=1)
+    ctx._images = images  # shared across tests: decoding and JPEG-compressing is the slow part
+    return ctx
+
+
+def fresh(arch: str, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    m = build_model(arch)
+    init_model_(m, "kaiming")  # the reference init (std 0.001) makes every channel look alike
+    return m
+
+
+def run_stages(model: nn.Module, recipe: Recipe, ctx: StageContext) -> tuple[nn.Module, list[dict[str, Any]]]:
+    plans = []
+    for i, st in enumerate(recipe.stages):
+        ctx.stage_index = i
+        res = STAGES.get(st.type)(model, st, ctx)
+        model = res.model
+        plans.append({"type": st.type, "plan": res.plan})
+    return model, plans
+
+
+def test_every_stage_type_is_registered() -> None:
+    assert set(STAGES.names()) == {t.value for t in STAGE_MODELS}
+
+
+@pytest.mark.parametrize("arch", STUDENTS)
+@pytest.mark.parametrize("importance", IMPORTANCES.names())
+def test_prune_replays_to_identical_weights(arch: str, importance: str, tmp_path: Path, images: list[Any]) -> None:
+    recipe = recipe_of(arch, f"  - {{type: prune, ratio: 0.5, importance: {importance}, iterative_steps: 2, "
+                             f"calibration_batches: 1, {TINY}}}")
+    model = fresh(arch)
+    base_state = copy.deepcopy(model.state_dict())
+    before = count_params(model)
+    pruned, plans = run_stages(model, recipe, context(recipe, tmp_path, images))
+    assert count_params(pruned) < before
+    x = torch.rand(1, 3, 33, 27)
+    assert pruned(x).shape == x.shape
+    assert channel_widths(pruned)[next(reversed(channel_widths(pruned)))] == 3  # the output layer keeps 3 channels
+    replayed = build_model(arch)
+    replayed.load_state_dict(base_state)
+    replay_plan(replayed, plans[0]["plan"])
+    a, b = pruned.state_dict(), replayed.state_dict()
+    assert list(a) == list(b)
+    assert all(torch.equal(a[k], b[k]) for k in a), "replayed weights differ"
+
+
+@pytest.mark.parametrize("arch", STUDENTS)
+def test_prune_to_a_macs_target(arch: str, tmp_path: Path, images: list[Any]) -> None:
+    recipe = recipe_of(arch, "  - {type: prune, target_macs: 0.5, ignored_layers: [base.0]}")
+    model = fresh(arch)
+    width0 = channel_widths(model)["base.0"]
+    pruned, plans = run_stages(model, recipe, context(recipe, tmp_path, images))
+    assert plans[0]["plan"]["macs_ratio"] <= 0.5
+    assert channel_widths(pruned)["base.0"] == width0  # ignored layers keep their width
+
+
+@pytest.mark.parametrize("arch", STUDENTS)
+def test_finetune_changes_weights(arch: str, tmp_path: Path, images: list[Any]) -> None:
+    recipe = recipe_of(arch, f"  - {{type: finetune, steps: 2, lr: 1.0e-3, {TINY}}}")
+    model = fresh(arch)
+    w0 = model.state_dict()["base.0.weight"].clone()
+    ctx = context(recipe, tmp_path, images)
+    tuned, plans = run_stages(model, recipe, ctx)
+    assert plans[0]["plan"]["steps"] == 2
+    assert not torch.equal(tuned.state_dict()["base.0.weight"], w0)
+    assert ctx.train_wall_s > 0
+
+
+@pytest.mark.parametrize("arch", STUDENTS)
+def test_distillation_adapters_never_reach_the_student(arch: str, tmp_path: Path, images: list[Any]) -> None:
+    teachers = "teachers: {rdn: {arch: rdn_s}}\n"
+    recipe = recipe_of(
+        arch,
+        f"  - {{type: distill, teacher: rdn, steps: 2, lr: 1.0e-3, teacher_l1: 0.5, {TINY}, "
+        "hints: [{student: base.1, teacher: sfe2}, {student: base.3, teacher: blocks.0, loss: l1}]}",
+        teachers=teachers,
+    )
+    model = fresh(arch)
+    keys0 = list(model.state_dict())
+    w0 = model.state_dict()["base.0.weight"].clone()
+    ctx = context(recipe, tmp_path, images)
+    student, plans = run_stages(model, recipe, ctx)
+    assert list(student.state_dict()) == keys0  # no adapter weights
+    assert not torch.equal(student.state_dict()["base.0.weight"], w0)
+    assert not any(m._forward_hooks for m in student.modules())  # feature hooks removed
+    assert [h["adapter"][1] for h in plans[0]["plan"]["hints"]] == [48, 48]
+    import onnx
+
+    path = export_onnx(student, tmp_path / "distilled.onnx", channels=3)
+    inits = onnx.load(str(path)).graph.initializer
+    assert sum(int(np.prod(t.dims)) for t in inits) <= count_params(student)  # ONNX may fold equal PReLU slopes
+    assert not any(list(t.dims)[:1] == [48] for t in inits)  # no 1x1 adapter to the teacher's 48 channels
+    assert {t.name for t in inits if not t.name.startswith("onnx::")} <= set(student.state_dict())
+
+
+@pytest.mark.parametrize("arch", STUDENTS)
+@pytest.mark.parametrize("backend", QUANTIZERS.names())
+def test_quantize_export_and_rebuild(arch: str, backend: str, tmp_path: Path, images: list[Any]) -> None:
+    bits = "weight_bits: 8, act_bits: 8" if backend == "nncf" else "weight_bits: 4, act_bits: 8"
+    recipe = recipe_of(
+        arch,
+        f"  - {{type: quantize, backend: {backend}, mode: qat, steps: 1, calibration_images: 2, {bits}, {TINY}}}\n"
+        "  - {type: export, atol: 0.005}",
+    )
+    model = fresh(arch)
+    base_state = copy.deepcopy(model.state_dict())
+    ctx = context(recipe, tmp_path, images)
+    q, plans = run_stages(model, recipe, ctx)
+    export = plans[1]["plan"]
+    assert export["format"] == "qdq" and export["mean_abs_diff"] <= 0.005
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "model.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert ctx.float_model is not None and count_params(ctx.float_model) == count_params(fresh(arch))
+    base = build_model(arch)
+    base.load_state_dict(base_state)
+    rebuilt = rebuild_model(base, {"stages": plans}, q.state_dict())
+    x = torch.rand(1, 3, 40, 24)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), q(x))
+
+
+@pytest.mark.parametrize("arch", STUDENTS)
+def test_fp32_onnx_matches_torch_at_any_size(arch: str, tmp_path: Path) -> None:
+    model = fresh(arch)
+    path = export_onnx(model, tmp_path / "m.onnx", channels=3)
+    found = check_onnx(model, path, channels=3, sizes=((40, 24), (37, 29), (16, 16), (9, 7)))
+    assert found["max_abs_diff"] < 1e-4
+    assert onnx_session(path).get_inputs()[0].shape[2:] == ["height", "width"]
