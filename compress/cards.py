@@ -110,7 +110,8 @@ def render_card(card: ModelCard) -> str:
         "|---|---|",
         f"| weights | `{card.weights_file}` ({card.weights_bytes / 1024:.0f} KiB, safetensors) — the best validation step |",
         f"| recipe | `{card.recipe}` — reproduce with `compress train --recipe {card.recipe}` |",
-        f"| data | {c.get('images_dir', '?')} (BSDS500 train), validation {c.get('val_dataset', '?')} "
+        f"| data | `{_short_path(c.get('images_dir', '?'))}` (BSDS500 train: 200 images), validation "
+        f"`{c.get('val_dataset', '?')}` "
         f"(first {c.get('val_limit')}) |",
         f"| steps | {card.steps:,} of batch {c.get('batch_size')} x {c.get('patch_size')}x{c.get('patch_size')} patches |",
         f"| optimiser | Adam, lr {c.get('lr')} warm-up {c.get('warmup_steps')} + cosine, loss {c.get('loss')}, "
@@ -137,6 +138,11 @@ def render_card(card: ModelCard) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _short_path(path: str) -> str:
+    """The last two parts of a data path (``bsds500/train``): the data root differs between machines."""
+    return "/".join(Path(path).parts[-2:])
 
 
 def write_card(card: ModelCard, model_dir: str | Path) -> Path:
