@@ -16,6 +16,7 @@ from compress.errors import CompressError
 
 # Order is the order in ``compress --help``.
 COMMAND_MODULES = [
+    "compress.commands.main",
     "compress.commands.profile",
     "compress.commands.train",
     "compress.commands.infer",

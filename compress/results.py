@@ -89,8 +89,39 @@ COST_COLUMNS: dict[str, str] = {
     "model_bytes": "size of the deployable file, model.onnx (bytes)",
     "weights_bytes": "size of weights.safetensors (bytes; fake-quantized weights are stored as float)",
     "onnx_bytes": "size of model.onnx (bytes)",
+    "onnx_path": "the variant's model.onnx, relative to results/<recipe>/ (what the latency targets run)",
     "train_wall_s": "seconds spent in training loops (finetune, distill, QAT) for this variant",
     **PROVENANCE_COLUMNS,
+}
+
+LATENCY_COLUMNS: dict[str, str] = {  # written by compress.deploy (LatencyRecord), documented here with the rest
+    "variant": "variant id (joins quality.csv and cost.csv)",
+    "target": "hardware target name (recipes/targets/<target>.yaml)",
+    "runtime": "onnxruntime or openvino",
+    "resolution": "480p30, 720p30 or 1080p30",
+    "width": "frame width (px)",
+    "height": "frame height (px)",
+    "precision": "precision the target was asked to run (fp32, bf16, int8)",
+    "precision_effective": "precision the runtime really used (OpenVINO falls back to f32 without bf16 hardware)",
+    "quantized_by": "what made the INT8 graph: the variant's own QDQ export, or nncf post-training on the fp32 ONNX",
+    "fusion": "onnxruntime Q/DQ fusion check: full, partial (e.g. ConvTranspose kept float) or none; '-' otherwise",
+    "threads": "inference threads (fixed)",
+    "n": "timed runs after warm-up",
+    "warmup": "untimed warm-up runs",
+    "ms_median": "median milliseconds per frame",
+    "ms_p90": "90th percentile milliseconds per frame",
+    "ms_min": "fastest run (ms)",
+    "ms_max": "slowest run (ms)",
+    "load_avg": "1-minute load average when timing started (a busy machine makes slow numbers)",
+    "load_avg_end": "1-minute load average when timing ended",
+    "peak_rss_mb": "peak RSS rise of a fresh subprocess running one inference (MiB)",
+    "rss_hwm_mb": "that subprocess's RSS high-water mark (MiB)",
+    "analytic_peak_mb": "peak_activation_mb of cost.csv at this resolution, for comparison",
+    "onnx_path": "the ONNX file timed",
+    "onnx_sha256": "its SHA-256",
+    "runtime_version": "onnxruntime / openvino version",
+    "cpu": "processor model",
+    "timestamp": "when it was measured (UTC)",
 }
 
 QUALITY_KEY = ("variant", "dataset", "quality", "protocol")
@@ -350,6 +381,30 @@ def results_readme() -> str:
         "",
         f"The columns of `{QUALITY_FILE}`, then the cost columns of `{COST_FILE}` at {JOIN_RESOLUTION} "
         "(without repeating the provenance).",
+        "",
+        "## latency.csv",
+        "",
+        "Written by `compress latency` / `compress main` (module `compress.deploy`): one row per variant x target "
+        "x resolution, measured one at a time with fixed threads; key `variant, target, resolution`.",
+        "",
+        *_column_table(LATENCY_COLUMNS),
+        "",
+        "## pareto/<dataset>-q<quality>-<protocol>/",
+        "",
+        "Written by `compress pareto` / `compress main` (module `compress.pareto`) from the tables above only:",
+        "",
+        "- `points.csv`: every variant per target with its cost and quality, `eligible` (fits the target's "
+        "precisions and budgets), the `reason` when not, and `on_front`.",
+        "- `front.csv`: the non-dominated eligible variants per target (quality up, cost down).",
+        "- `front-<target>.png` / `.svg`: the front (log cost axis, every variant labelled, published reference "
+        "points drawn apart as 'published, not re-measured').",
+        "- `fronts.html`: one self-contained interactive page (plotly.js inline); a selector switches targets.",
+        "",
+        "## bench/",
+        "",
+        "Written by `nox -s bench` (`compress bench`): `loader.csv` (input pipeline patches/s), `train_speed.csv` "
+        "(training throughput per precision and layout), `latency.csv` (per-target ms/frame at 720p), each with "
+        "the machine and load average in columns.",
         "",
     ]
     return "\n".join(lines)

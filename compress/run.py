@@ -255,6 +255,7 @@ def run_variant(variant: Variant, opts: RunOptions, out: Callable[[str], None] =
         "weight_bits": int(quant.get("weight_bits", 32)), "act_bits": int(quant.get("act_bits", 32)),
         "quant_backend": quant.get("backend", "none"), "model_bytes": onnx_bytes,
         "weights_bytes": (folder / "weights.safetensors").stat().st_size, "onnx_bytes": onnx_bytes,
+        "onnx_path": f"{variant.id}/{ONNX_NAME}",
         "train_wall_s": round(ctx.train_wall_s, 2),
     }
     results.write_tables(

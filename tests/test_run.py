@@ -145,3 +145,10 @@ def test_results_readme_is_up_to_date() -> None:
     assert (REPO / "results" / "README.md").read_text() == results_readme(), (
         "regenerate: python -c 'from compress.results import write_results_readme; write_results_readme()'"
     )
+
+
+def test_latency_columns_are_documented() -> None:
+    from compress.deploy import LatencyRecord
+    from compress.results import LATENCY_COLUMNS
+
+    assert list(LATENCY_COLUMNS) == LatencyRecord.columns()

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     if "train" in args.which:
         print(bench.run_training_bench(out, quick=args.quick))
     if "latency" in args.which:
-        from compress.deploy import run_latency_bench  # type: ignore[attr-defined]
+        from compress.deploy import run_latency_bench
 
         print(run_latency_bench(out))
     return 0

@@ -1,0 +1,72 @@
+"""``compress latency``: measured latency and peak memory of ONNX models per hardware target."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "latency",
+        help="time ONNX models on measured targets (onnxruntime, OpenVINO) at 480p/720p/1080p",
+        description="Median / p90 ms per frame (batch 1, warm-up first, one measurement at a time, load average "
+        "recorded) and the peak RSS rise of one inference in a fresh subprocess, upserted into a latency.csv. "
+        "With --bench: 720p only, plus the fraction of this machine's measured matmul peak.",
+    )
+    p.add_argument("onnx", nargs="+", metavar="ONNX", help="ONNX models (float or INT8 QDQ)")
+    p.add_argument("--variant", action="append", help="variant name per model, in order (default: file stem)")
+    p.add_argument("--target", action="append", metavar="T",
+                   help="target name or YAML file; repeat for several (default: every measured shipped target)")
+    p.add_argument("--resolution", action="append", choices=["480p30", "720p30", "1080p30"],
+                   help="repeat for several (default: all three; --bench: 720p30)")
+    p.add_argument("--n", type=int, default=10, help="timed runs per measurement (default 10)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed runs first (default 2)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocess")
+    p.add_argument("--reference", action="append", metavar="MODEL",
+                   help="registered model per ONNX file, in order, for the analytic activation peak")
+    p.add_argument("--bench", action="store_true", help="720p, plus matmul-peak fractions (results/bench/)")
+    p.add_argument("--out", help="latency.csv to upsert into (default results/bench/latency.csv)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import pandas as pd
+
+    from compress.cost import RESOLUTIONS
+    from compress.deploy import analytic_peak_mb, bench_latency, measure_latency, records_frame, write_latency
+    from compress.errors import CompressError
+    from compress.targets import get_targets
+
+    targets = [t for t in get_targets(args.target) if t.measured]
+    if not targets:
+        raise CompressError("no measured target given (analytic targets have nothing to time)")
+    names = args.variant or [Path(o).stem for o in args.onnx]
+    refs = args.reference or []
+    if len(names) != len(args.onnx) or (refs and len(refs) != len(args.onnx)):
+        raise CompressError("give one --variant (and --reference) per ONNX file, or none")
+    out = Path(args.out or "results/bench/latency.csv")
+    models = dict(zip(names, args.onnx, strict=True))
+    if args.bench:
+        res = (args.resolution or ["720p30"])[0]
+        table = bench_latency(models, targets, resolution=res, n=args.n, warmup=args.warmup, out=out,
+                              reference_models=dict(zip(names, refs, strict=True)) if refs else None,
+                              peak_memory=not args.no_memory)
+    else:
+        res_map = {r: RESOLUTIONS[r] for r in (args.resolution or list(RESOLUTIONS))}
+        frames = []
+        for i, (name, path) in enumerate(models.items()):
+            analytic = {r: analytic_peak_mb(refs[i], w, h) for r, (w, h) in res_map.items()} if refs else None
+            for t in targets:
+                recs = measure_latency(path, t, variant=name, resolutions=res_map, n=args.n, warmup=args.warmup,
+                                       peak_memory=not args.no_memory, analytic_mb=analytic)
+                write_latency(recs, out)
+                frames.append(records_frame(recs))
+        table = pd.concat(frames, ignore_index=True)
+    cols = [c for c in ("variant", "target", "resolution", "precision_effective", "ms_median", "ms_p90", "load_avg",
+                        "peak_rss_mb", "analytic_peak_mb", "fps", "frac_fp32_peak") if c in table.columns]
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"wrote {out}")
+    return 0

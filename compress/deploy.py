@@ -1,0 +1,883 @@
+"""Deployment latency of ONNX models per hardware target (onnxruntime, OpenVINO), and INT8 fusion checks.
+
+One measurement (:func:`measure_latency`) takes an ONNX model and a measured :class:`~compress.targets.Target`
+and, per resolution (480p / 720p / 1080p by default):
+
+1. **prepares** a deployable artifact: the ONNX file with free height/width, or for an INT8 target and a
+   float model a runtime-quantized copy (onnxruntime ``quantize_static`` to QDQ; ``nncf.quantize`` on the
+   OpenVINO model from ``ov.convert_model``), calibrated on a few images (synthetic by default: enough
+   for latency, and the quality of such a model is *not* measured: the row says ``quantized_by``);
+2. **times** it: onnxruntime ``InferenceSession`` with ``intra_op_num_threads`` fixed and all graph
+   optimizations, or OpenVINO ``compile_model`` on the model reshaped to the frame size with
+   ``INFERENCE_NUM_THREADS`` and ``INFERENCE_PRECISION_HINT``; warm-up runs, then the median and 90th
+   percentile of ``n`` runs, one frame (batch 1) at a time, one measurement at a time on the machine (a
+   file lock serialises concurrent ``compress`` processes), with the 1-minute load average recorded;
+3. measures **peak memory** as the peak RSS rise of a fresh subprocess over one inference (its session
+   already built and its input allocated; the kernel's high-water mark is reset through
+   ``/proc/self/clear_refs`` just before the inference), beside the analytic peak of live activations
+   from :mod:`compress.cost` when the caller knows it.
+
+The precision a runtime really used is recorded apart from the one asked for (``precision_effective``):
+OpenVINO silently keeps f32 when asked for bf16 on a CPU without AVX512-BF16 / AMX, and an INT8 QDQ graph
+that onnxruntime cannot fuse runs its convolutions in float (:func:`check_fusion`).
+
+Heavy libraries (onnx, onnxruntime, openvino, nncf, torch) are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from compress.errors import CompressError
+from compress.registry import Registry
+from compress.targets import Precision, Runtime, Target
+
+F32 = NDArray[np.float32]
+MIB = 1024.0**2
+LATENCY_KEY = ("variant", "target", "resolution")
+
+#: ONNX operators that make a graph an integer (QDQ or QOperator) model.
+INT8_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger", "MatMulInteger"})
+#: After onnxruntime's optimizations: convolutions running on integer kernels ...
+QUANT_CONV_OPS = frozenset({"QLinearConv", "NhwcQLinearConv", "ConvInteger", "QLinearConvTranspose"})
+#: ... and in float (any domain: ``com.microsoft.nchwc`` Conv, ``com.microsoft`` FusedConv).
+FLOAT_CONV_OPS = frozenset({"Conv", "FusedConv", "NhwcFusedConv", "ConvTranspose"})
+
+
+class Fusion(StrEnum):
+    """How much of an INT8 graph onnxruntime fused into integer convolutions."""
+
+    full = "full"
+    partial = "partial"
+    none = "none"
+    float_model = "float-model"
+
+
+class ArtifactFormat(StrEnum):
+    onnx = "onnx"
+    openvino_ir = "openvino-ir"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A file a runtime loads, and how it was made from the measured ONNX model."""
+
+    path: Path
+    fmt: ArtifactFormat
+    precision: Precision
+    quantized_by: str = ""
+
+
+@dataclass(frozen=True)
+class LatencyRecord:
+    """One row of ``latency.csv``: one variant on one target at one resolution."""
+
+    variant: str
+    target: str
+    runtime: str
+    resolution: str
+    width: int
+    height: int
+    precision: str
+    precision_effective: str
+    quantized_by: str
+    fusion: str
+    threads: int
+    n: int
+    warmup: int
+    ms_median: float
+    ms_p90: float
+    ms_min: float
+    ms_max: float
+    load_avg: float
+    load_avg_end: float
+    peak_rss_mb: float | None
+    rss_hwm_mb: float | None
+    analytic_peak_mb: float | None
+    onnx_path: str
+    onnx_sha256: str
+    runtime_version: str
+    cpu: str
+    timestamp: str
+
+    @classmethod
+    def columns(cls) -> list[str]:
+        """The column order of ``latency.csv``."""
+        return [f.name for f in fields(cls)]
+
+
+class Runner(Protocol):
+    """A loaded model: one frame in, one frame out."""
+
+    def __call__(self, x: F32) -> F32: ...
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A runner plus what the runtime reports it really does."""
+
+    run: Runner
+    precision_effective: str
+    version: str
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A runtime: ``prepare`` makes the artifact once, ``load`` compiles it for one frame size."""
+
+    prepare: Callable[[Path, Precision, Path, Sequence[F32]], Artifact]
+    load: Callable[[Artifact, int, int, int, int], Loaded]  # artifact, threads, channels, height, width
+
+
+BACKENDS: Registry[Backend] = Registry("runtime")
+
+
+# ---------------------------------------------------------------------------------------------
+# ONNX helpers
+
+
+def sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def onnx_precision(path: str | Path) -> Precision:
+    """``int8`` for a graph with quantize/dequantize or integer ops, ``fp16`` for float16 weights, else ``fp32``."""
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    if any(n.op_type in INT8_OPS for n in m.graph.node):
+        return Precision.int8
+    if any(t.data_type == onnx.TensorProto.FLOAT16 for t in m.graph.initializer):
+        return Precision.fp16
+    return Precision.fp32
+
+
+def onnx_input(path: str | Path) -> tuple[str, int]:
+    """Name and channel count of the model's (single) image input ``(N, C, H, W)``."""
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    inits = {t.name for t in m.graph.initializer}
+    ins = [i for i in m.graph.input if i.name not in inits]
+    if len(ins) != 1:
+        raise CompressError(f"{path}: expected one image input, found {[i.name for i in ins]}")
+    dims = ins[0].type.tensor_type.shape.dim
+    if len(dims) != 4 or not dims[1].dim_value:
+        raise CompressError(f"{path}: input {ins[0].name!r} must be (N, C, H, W) with a fixed C")
+    return ins[0].name, int(dims[1].dim_value)
+
+
+def make_dynamic_hw(src: str | Path, dst: str | Path) -> Path:
+    """Copy of ``src`` whose image input and outputs have free height and width (``dim_param``).
+
+    Fully convolutional models exported at one size (``dynamo=False`` without ``dynamic_axes``) run at
+    any size once the fixed dims are freed; inner shapes are left to the runtime's shape inference.
+    """
+    import onnx
+
+    m = onnx.load(str(src))
+    inits = {t.name for t in m.graph.initializer}
+    for vi in [*(i for i in m.graph.input if i.name not in inits), *m.graph.output]:
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims) == 4:
+            dims[2].dim_param, dims[3].dim_param = "height", "width"
+    del m.graph.value_info[:]
+    onnx.save(m, str(dst))
+    return Path(dst)
+
+
+def _shapes(model: Any) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for vi in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
+        dims = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+        if dims and all(dims):
+            out[vi.name] = dims
+    for t in model.graph.initializer:
+        out[t.name] = list(t.dims)
+    return out
+
+
+def onnx_macs(path: str | Path, height: int, width: int) -> int:
+    """Multiply-accumulates of one ``height x width`` frame: (transposed) convolutions, float or quantized.
+
+    ``ConvTranspose`` is charged per input pixel (the true convention of :mod:`compress.cost`).
+    """
+    import onnx
+
+    m = onnx.load(str(path))
+    inits = {t.name for t in m.graph.initializer}
+    for vi in [*(i for i in m.graph.input if i.name not in inits), *m.graph.output]:
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims) == 4:
+            dims[0].dim_value = 1
+            dims[2].dim_value, dims[3].dim_value = height, width
+    del m.graph.value_info[:]
+    m = onnx.shape_inference.infer_shapes(m, data_prop=True)
+    shapes = _shapes(m)
+    macs = 0
+    for n in m.graph.node:
+        if n.op_type in ("Conv", "ConvTranspose"):
+            x, w, y = n.input[0], n.input[1], n.output[0]
+        elif n.op_type == "QLinearConv":
+            x, w, y = n.input[0], n.input[3], n.output[0]
+        else:
+            continue
+        if w not in shapes or (y if n.op_type != "ConvTranspose" else x) not in shapes:
+            raise CompressError(f"{path}: cannot infer the shapes around {n.op_type} {n.name!r}")
+        per = int(np.prod(shapes[w][1:]))
+        base = shapes[x] if n.op_type == "ConvTranspose" else shapes[y]
+        macs += int(np.prod(base[1:])) * per
+    return macs
+
+
+def export_onnx(model: Any, path: str | Path, *, channels: int, size: int = 64) -> Path:
+    """Export a fully convolutional torch model to one ONNX file with free height and width.
+
+    A small helper for latency checks and tests (the recipe engine has its own export stage).
+    """
+    import torch
+
+    model = model.eval()
+    x = torch.rand(1, channels, size, size)
+    axes = {0: "batch", 2: "height", 3: "width"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, (x,), str(path), dynamo=False, opset_version=17, input_names=["input"],
+            output_names=["output"], dynamic_axes={"input": axes, "output": axes},
+        )
+    return Path(path)
+
+
+def synthetic_calibration(channels: int, *, count: int = 8, size: int = 128, seed: int = 0) -> list[F32]:
+    """Blocky, smooth images in [0, 1] shaped like JPEG inputs: for calibrating latency-only INT8 models."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        coarse = rng.random((channels, size // 16, size // 16)).astype(np.float32)
+        img = np.kron(coarse, np.ones((16, 16), np.float32))[:, :size, :size]
+        img = 0.8 * img + 0.2 * rng.random((channels, size, size), dtype=np.float32)
+        out.append(img[None].astype(np.float32))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# onnxruntime
+
+
+def _ort_options(threads: int, optimized_path: Path | None = None) -> Any:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3  # the "optimized model is hardware specific" notice is expected
+    if optimized_path is not None:
+        so.optimized_model_filepath = str(optimized_path)
+    return so
+
+
+def _ort_prepare(onnx_path: Path, precision: Precision, work: Path, calibration: Sequence[F32]) -> Artifact:
+    model_prec = onnx_precision(onnx_path)
+    dyn = make_dynamic_hw(onnx_path, work / "dynamic.onnx")
+    if precision is Precision.int8 and model_prec is not Precision.int8:
+        from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+        name, _ = onnx_input(dyn)
+
+        class _Reader(CalibrationDataReader):  # type: ignore[misc]
+            def __init__(self) -> None:
+                self._it = iter([{name: c} for c in calibration])
+
+            def get_next(self) -> dict[str, F32] | None:
+                return next(self._it, None)
+
+        out = work / "int8-qdq.onnx"
+        import logging
+
+        level = logging.getLogger().level
+        logging.getLogger().setLevel(logging.ERROR)  # "consider pre-processing" advice on every call
+        try:
+            quantize_static(
+                str(dyn), str(out), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            )
+        finally:
+            logging.getLogger().setLevel(level)
+        return Artifact(out, ArtifactFormat.onnx, precision, "onnxruntime.quantize_static")
+    return Artifact(dyn, ArtifactFormat.onnx, precision)
+
+
+def _ort_load(art: Artifact, threads: int, channels: int, height: int, width: int) -> Loaded:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(art.path), _ort_options(threads), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+
+    def run(x: F32) -> F32:
+        return sess.run(None, {name: x})[0]  # type: ignore[no-any-return]
+
+    # what an INT8 graph really runs on is decided by fusion: see measure_latency / check_fusion
+    return Loaded(run, art.precision.value, ort.__version__)
+
+
+BACKENDS.add(Runtime.onnxruntime.value, Backend(_ort_prepare, _ort_load))
+
+
+@dataclass(frozen=True)
+class FusionReport:
+    """Convolutions of an onnxruntime-optimized graph, by kernel kind."""
+
+    model: str
+    qdq_nodes: int
+    quantized_convs: int
+    float_convs: int
+    ops: dict[str, int]
+
+    @property
+    def status(self) -> Fusion:
+        """``full`` when every convolution runs on integer kernels, ``none`` when none does."""
+        if self.qdq_nodes == 0 and self.quantized_convs == 0:
+            return Fusion.float_model
+        if self.quantized_convs and not self.float_convs:
+            return Fusion.full
+        return Fusion.partial if self.quantized_convs else Fusion.none
+
+
+def check_fusion(onnx_path: str | Path, *, threads: int = 1) -> FusionReport:
+    """Whether onnxruntime fused a QDQ graph: count QLinearConv / ConvInteger vs float Conv after optimization.
+
+    The optimized graph is saved through ``SessionOptions.optimized_model_filepath`` (all optimizations on,
+    as in a latency measurement) and its operators are counted.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    src = onnx.load(str(onnx_path), load_external_data=False)
+    qdq = sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in src.graph.node)
+    with tempfile.TemporaryDirectory(prefix="compress-fusion-") as tmp:
+        opt = Path(tmp) / "optimized.onnx"
+        ort.InferenceSession(str(onnx_path), _ort_options(threads, opt), providers=["CPUExecutionProvider"])
+        g = onnx.load(str(opt), load_external_data=False)
+    ops: dict[str, int] = {}
+    for n in g.graph.node:
+        ops[n.op_type] = ops.get(n.op_type, 0) + 1
+    quant = sum(v for k, v in ops.items() if k in QUANT_CONV_OPS)
+    flt = sum(v for k, v in ops.items() if k in FLOAT_CONV_OPS)
+    return FusionReport(str(onnx_path), qdq, quant, flt, ops)
+
+
+# ---------------------------------------------------------------------------------------------
+# OpenVINO
+
+_OV_HINT = {Precision.fp32: "f32", Precision.bf16: "bf16", Precision.fp16: "f16", Precision.int8: "f32"}
+_OV_PREC = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "u8": "int8", "i8": "int8"}
+
+
+def _ov_prepare(onnx_path: Path, precision: Precision, work: Path, calibration: Sequence[F32]) -> Artifact:
+    import openvino as ov
+
+    _, channels = onnx_input(onnx_path)
+    model = ov.convert_model(str(onnx_path))
+    model.reshape({model.inputs[0]: ov.PartialShape([1, channels, -1, -1])})
+    quantized_by = ""
+    if precision is Precision.int8 and onnx_precision(onnx_path) is not Precision.int8:
+        os.environ.setdefault("NNCF_CI", "1")
+        import nncf
+
+        with _quiet():
+            model = nncf.quantize(model, nncf.Dataset(list(calibration)), subset_size=len(calibration))
+        quantized_by = "nncf.quantize"
+    out = work / "model.xml"
+    ov.save_model(model, str(out), compress_to_fp16=False)
+    return Artifact(out, ArtifactFormat.openvino_ir, precision, quantized_by)
+
+
+def _ov_load(art: Artifact, threads: int, channels: int, height: int, width: int) -> Loaded:
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(str(art.path))
+    model.reshape({model.inputs[0]: ov.PartialShape([1, channels, height, width])})
+    # INT8 models keep their non-quantized parts in f32 (the CPU plugin would pick bf16 on AMX CPUs)
+    config = {
+        "INFERENCE_NUM_THREADS": threads,
+        "INFERENCE_PRECISION_HINT": _OV_HINT[art.precision],
+        "PERFORMANCE_HINT": "LATENCY",
+        "NUM_STREAMS": 1,
+    }
+    compiled = core.compile_model(model, "CPU", config)
+    request = compiled.create_infer_request()
+
+    def run(x: F32) -> F32:
+        return request.infer([x])[0]  # type: ignore[no-any-return]
+
+    precs = set()
+    for op in compiled.get_runtime_model().get_ops():
+        rt = op.get_rt_info()
+        if rt["layerType"].astype(str) in ("Convolution", "Deconvolution", "FullyConnected"):
+            precs.add(_OV_PREC.get(rt["runtimePrecision"].astype(str), rt["runtimePrecision"].astype(str)))
+    eff = "+".join(sorted(precs, key=lambda p: (p != "int8", p))) or _OV_PREC[_OV_HINT[art.precision]]
+    return Loaded(run, eff, ov.__version__.split("-")[0])
+
+
+BACKENDS.add(Runtime.openvino.value, Backend(_ov_prepare, _ov_load))
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence progress bars and advice printed by quantizers (stdout/stderr of this process)."""
+    import io
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+
+
+# ---------------------------------------------------------------------------------------------
+# measurement
+
+
+def _standard_resolutions() -> dict[str, tuple[int, int]]:
+    # imported here: compress.cost imports torch, which the peak-memory subprocess must not pay for
+    from compress.cost import RESOLUTIONS
+
+    return dict(RESOLUTIONS)
+
+
+def cpu_name() -> str:
+    """The CPU model name (``/proc/cpuinfo``), or the platform's processor string."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@contextlib.contextmanager
+def machine_lock(timeout: float = 3600.0) -> Iterator[None]:
+    """Hold the machine-wide benchmark lock: one timing at a time across ``compress`` processes."""
+    from filelock import FileLock
+    from platformdirs import user_cache_dir
+
+    folder = Path(user_cache_dir("compress"))
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder / "latency.lock"), timeout=timeout):
+        yield
+
+
+def time_runner(run: Runner, x: F32, *, n: int, warmup: int) -> NDArray[np.float64]:
+    """Milliseconds of ``n`` calls of ``run(x)`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        run(x)
+    out = np.empty(n)
+    for i in range(n):
+        t0 = time.perf_counter()
+        run(x)
+        out[i] = (time.perf_counter() - t0) * 1e3
+    return out
+
+
+def _status_kib(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise OSError(f"{key} not in /proc/self/status")
+
+
+def _rss_child(spec_json: str) -> None:
+    """Subprocess body of :func:`peak_rss_rise`: build the runner, reset the high-water mark, infer once."""
+    import resource
+
+    spec = json.loads(spec_json)
+    art = Artifact(Path(spec["path"]), ArtifactFormat(spec["fmt"]), Precision(spec["precision"]))
+    c, h, w = spec["channels"], spec["height"], spec["width"]
+    loaded = BACKENDS.get(spec["runtime"]).load(art, spec["threads"], c, h, w)
+    x = np.random.default_rng(0).random((1, c, h, w), dtype=np.float32)
+    try:
+        base = _status_kib("VmRSS")
+        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+        exact = True
+    except OSError:
+        base = _status_kib("VmRSS") if Path("/proc/self/status").exists() else 0
+        exact = False
+    loaded.run(x)
+    hwm = _status_kib("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"rise_kib": hwm - base, "hwm_kib": hwm, "exact": exact}))
+
+
+def peak_rss_rise(art: Artifact, runtime: Runtime, *, threads: int, channels: int, height: int, width: int) -> dict:
+    """Peak RSS rise (MiB) of a fresh subprocess over one inference, and its whole high-water mark.
+
+    Returns:
+        ``{"peak_rss_mb": rise, "rss_hwm_mb": whole-process peak, "exact": whether HWM could be reset}``.
+    """
+    spec = {
+        "path": str(art.path), "fmt": art.fmt.value, "precision": art.precision.value, "runtime": runtime.value,
+        "threads": threads, "channels": channels, "height": height, "width": width,
+    }
+    code = "import sys; from compress.deploy import _rss_child; _rss_child(sys.argv[1])"
+    env = {**os.environ, "NNCF_CI": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True, env=env, check=False
+    )
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise CompressError(f"peak-memory subprocess failed ({runtime.value}, {art.path.name}): {' | '.join(tail)}")
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"peak_rss_mb": res["rise_kib"] / 1024.0, "rss_hwm_mb": res["hwm_kib"] / 1024.0, "exact": res["exact"]}
+
+
+def analytic_peak_mb(model_name: str, width: int, height: int) -> float:
+    """Analytic peak of live activations (MiB) of a registered model, from :mod:`compress.cost`."""
+    from compress.cost import profile_frame
+    from compress.nets import MODELS, build_model
+
+    spec = MODELS.get(model_name)
+    return profile_frame(build_model(model_name), spec.default_channels, width, height).peak_activation_mb
+
+
+def measure_latency(
+    onnx_path: str | Path,
+    target: Target,
+    *,
+    variant: str | None = None,
+    resolutions: Mapping[str, tuple[int, int]] | None = None,
+    n: int = 10,
+    warmup: int = 2,
+    calibration: Sequence[F32] | None = None,
+    peak_memory: bool = True,
+    analytic_mb: Mapping[str, float] | None = None,
+    lock: bool = True,
+) -> list[LatencyRecord]:
+    """Time one ONNX model on one measured target, one resolution after the other.
+
+    Args:
+        onnx_path: the model (float, or INT8 QDQ); any fixed height/width is freed first.
+        target: a measured target (``onnxruntime`` or ``openvino``).
+        variant: name in the results table (default: the file stem).
+        resolutions: name -> (width, height); default 480p30 / 720p30 / 1080p30.
+        n: timed runs per resolution (median and p90 reported).
+        warmup: untimed runs before timing.
+        calibration: images ``(1, C, h, w)`` in [0, 1] for runtime INT8 quantization of a float model
+            (default: :func:`synthetic_calibration`).
+        peak_memory: also measure the peak RSS rise in a subprocess (one inference per resolution).
+        analytic_mb: the analytic activation peak per resolution name (e.g. ``peak_activation_mb`` of
+            ``cost.csv``), written beside the measured one.
+        lock: hold :func:`machine_lock` while timing.
+
+    Returns:
+        One :class:`LatencyRecord` per resolution.
+
+    Raises:
+        CompressError: an analytic target, a precision the target lacks, or a runtime failure.
+    """
+    path = Path(onnx_path)
+    if not path.is_file():
+        raise CompressError(f"{path}: ONNX model not found")
+    if not target.measured:
+        raise CompressError(f"target {target.name!r} is analytic: nothing to measure (runtime: {target.runtime})")
+    model_prec = onnx_precision(path)
+    if model_prec is Precision.int8:
+        if Precision.int8 not in target.precisions:
+            raise CompressError(f"{path.name} is an INT8 graph; target {target.name!r} runs only "
+                                f"{', '.join(p.value for p in target.precisions)}")
+        precision = Precision.int8
+    else:
+        precision = target.precisions[0]
+    if n < 1 or warmup < 0:
+        raise CompressError(f"need n >= 1 and warmup >= 0, got n={n}, warmup={warmup}")
+    backend = BACKENDS.get(target.runtime.value)
+    _, channels = onnx_input(path)
+    res = dict(resolutions or _standard_resolutions())
+    digest = sha256(path)
+    name = variant or path.stem
+    calib = list(calibration) if calibration is not None else synthetic_calibration(channels)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="compress-deploy-") as tmp:
+        art = backend.prepare(path, precision, Path(tmp), calib)
+        fusion = ""
+        if target.runtime is Runtime.onnxruntime:
+            fusion = check_fusion(art.path, threads=target.threads).status.value
+        for res_name, (w, h) in res.items():
+            loaded = backend.load(art, target.threads, channels, h, w)
+            x = np.random.default_rng(0).random((1, channels, h, w), dtype=np.float32)
+            with machine_lock() if lock else contextlib.nullcontext():
+                load0 = os.getloadavg()[0]
+                ms = time_runner(loaded.run, x, n=n, warmup=warmup)
+                load1 = os.getloadavg()[0]
+            eff, version = loaded.precision_effective, loaded.version
+            if fusion and art.precision is Precision.int8:
+                eff = {Fusion.full.value: "int8", Fusion.partial.value: "int8+fp32"}.get(fusion, "fp32")
+            del loaded, x
+            mem: dict[str, Any] = {"peak_rss_mb": None, "rss_hwm_mb": None}
+            if peak_memory:
+                with machine_lock() if lock else contextlib.nullcontext():
+                    mem = peak_rss_rise(art, target.runtime, threads=target.threads, channels=channels, height=h,
+                                        width=w)
+            rows.append(
+                LatencyRecord(
+                    variant=name, target=target.name, runtime=target.runtime.value, resolution=res_name,
+                    width=w, height=h, precision=precision.value, precision_effective=eff,
+                    quantized_by=art.quantized_by, fusion=fusion, threads=target.threads, n=n, warmup=warmup,
+                    ms_median=float(np.median(ms)), ms_p90=float(np.percentile(ms, 90)), ms_min=float(ms.min()),
+                    ms_max=float(ms.max()), load_avg=round(load0, 2), load_avg_end=round(load1, 2),
+                    peak_rss_mb=mem["peak_rss_mb"], rss_hwm_mb=mem["rss_hwm_mb"],
+                    analytic_peak_mb=(analytic_mb or {}).get(res_name), onnx_path=str(path), onnx_sha256=digest,
+                    runtime_version=version, cpu=cpu_name(),
+                    timestamp=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                )
+            )
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# tables
+
+
+def records_frame(records: Sequence[LatencyRecord]) -> Any:
+    """The records as a pandas DataFrame in ``latency.csv`` column order."""
+    import pandas as pd
+
+    return pd.DataFrame([asdict(r) for r in records], columns=LatencyRecord.columns())
+
+
+def write_latency(records: Sequence[LatencyRecord] | Any, path: str | Path) -> Path:
+    """Upsert rows into ``latency.csv``: a row replaces the old one with the same variant, target and resolution.
+
+    The file is written to a temporary name and renamed, so a reader never sees half a table.
+    """
+    import pandas as pd
+
+    new = records if isinstance(records, pd.DataFrame) else records_frame(records)
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if p.is_file():
+        old = pd.read_csv(p)
+        keys = set(map(tuple, new[list(LATENCY_KEY)].astype(str).to_numpy()))
+        keep = ~old[list(LATENCY_KEY)].astype(str).apply(tuple, axis=1).isin(keys)
+        new = pd.concat([old[keep], new], ignore_index=True) if keep.any() else new
+    tmp = p.with_name(p.name + ".tmp")
+    new.to_csv(tmp, index=False)
+    os.replace(tmp, p)
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
+# the "speed goal" benchmark
+
+
+@dataclass(frozen=True)
+class MatmulPeak:
+    """Measured matmul throughput of one dtype: the median of ``repeats`` products of ``size`` x ``size``."""
+
+    dtype: str
+    size: int
+    repeats: int
+    gflops: float
+
+
+def matmul_peak(
+    *, threads: int = 2, size: int = 2048, repeats: int = 5, max_seconds: float = 30.0
+) -> dict[str, MatmulPeak]:
+    """This machine's measured matmul throughput (GFLOP/s, 2 x size^3 per product) in fp32 and bf16 with torch.
+
+    The median of ``repeats`` products after one warm-up, on ``threads`` threads (restored afterwards).
+    A CPU without native bf16 (no AVX512-BF16 / AMX) multiplies bf16 some 30x slower than fp32; so the
+    size grows from 256 by doubling, up to ``size``, only while the next size's products (8x the time
+    of one at the current size) fit in ``max_seconds``: the size really used is returned with the result.
+    """
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    out: dict[str, MatmulPeak] = {}
+
+    def product_seconds(a: torch.Tensor, b: torch.Tensor) -> float:
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        return time.perf_counter() - t0
+
+    try:
+        for label, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            g = torch.Generator().manual_seed(0)
+            n = min(256, size)
+            while True:
+                a, b = (torch.randn(n, n, generator=g).to(dtype) for _ in range(2))
+                torch.mm(a, b)  # warm-up
+                one = product_seconds(a, b)
+                if 2 * n > size or one * 8 * (repeats + 1) > max_seconds:
+                    break
+                n *= 2
+            ts = [product_seconds(a, b) for _ in range(repeats)]
+            out[label] = MatmulPeak(label, n, repeats, 2.0 * n**3 / float(np.median(ts)) / 1e9)
+    finally:
+        torch.set_num_threads(old)
+    return out
+
+
+def bench_latency(
+    models: Mapping[str, str | Path],
+    targets: Sequence[Target],
+    *,
+    resolution: str = "720p30",
+    n: int = 5,
+    warmup: int = 1,
+    out: str | Path | None = Path("results/bench/latency.csv"),
+    reference_models: Mapping[str, str] | None = None,
+    peak_memory: bool = False,
+    matmul_size: int = 2048,
+) -> Any:
+    """Time every model on every measured target at one resolution; relate it to the machine's matmul peak.
+
+    Adds to each latency row: ``fps``, ``gmacs`` (true MACs of one frame), ``achieved_gflops`` (2 x MACs /
+    latency), the measured ``peak_gflops_fp32`` / ``peak_gflops_bf16`` of a 2048^2 torch matmul on the
+    target's thread count (:func:`matmul_peak`, measured in this same run, with the size really used and
+    the load average beside it) and the fractions ``frac_fp32_peak`` / ``frac_bf16_peak`` of those peaks.
+    Analytic targets are skipped.
+
+    Args:
+        models: variant name -> ONNX file.
+        targets: targets to time (analytic ones are skipped).
+        resolution: a key of :data:`compress.cost.RESOLUTIONS`.
+        n: timed runs per measurement.
+        warmup: untimed runs first.
+        out: CSV to upsert into (None: don't write).
+        reference_models: variant -> registered model name, for the analytic activation peak.
+        peak_memory: also measure the peak RSS rise (one subprocess per measurement).
+        matmul_size: side of the square matrices of the peak measurement.
+
+    Returns:
+        The rows as a pandas DataFrame.
+    """
+    import pandas as pd
+
+    standard = _standard_resolutions()
+    if resolution not in standard:
+        raise CompressError(f"unknown resolution {resolution!r}; valid: {', '.join(standard)}")
+    w, h = standard[resolution]
+    measured = [t for t in targets if t.measured]
+    peaks: dict[int, tuple[dict[str, MatmulPeak], float]] = {}
+    frames = []
+    for name, path in models.items():
+        macs = onnx_macs(path, h, w)
+        ref = (reference_models or {}).get(name)
+        analytic = {resolution: analytic_peak_mb(ref, w, h)} if ref else None
+        for t in measured:
+            if onnx_precision(path) is Precision.int8 and Precision.int8 not in t.precisions:
+                continue
+            if t.threads not in peaks:
+                with machine_lock():
+                    load = os.getloadavg()[0]
+                    peaks[t.threads] = (matmul_peak(threads=t.threads, size=matmul_size), load)
+            recs = measure_latency(path, t, variant=name, resolutions={resolution: (w, h)}, n=n, warmup=warmup,
+                                   peak_memory=peak_memory, analytic_mb=analytic)
+            df = records_frame(recs)
+            pk, pk_load = peaks[t.threads]
+            df["fps"] = 1e3 / df["ms_median"]
+            df["gmacs"] = macs / 1e9
+            df["achieved_gflops"] = 2.0 * macs / (df["ms_median"] / 1e3) / 1e9
+            for dt in ("fp32", "bf16"):
+                df[f"peak_gflops_{dt}"] = pk[dt].gflops
+                df[f"matmul_size_{dt}"] = pk[dt].size
+                df[f"frac_{dt}_peak"] = df["achieved_gflops"] / pk[dt].gflops
+            df["peak_load_avg"] = round(pk_load, 2)
+            frames.append(df)
+    table = pd.concat(frames, ignore_index=True) if frames else records_frame([])
+    if out is not None and len(table):
+        write_latency(table, out)
+    return table
+
+
+def measure_results(
+    results_dir: str | Path,
+    targets: Sequence[Target],
+    *,
+    onnx_column: str = "onnx_path",
+    resolutions: Mapping[str, tuple[int, int]] | None = None,
+    n: int = 10,
+    warmup: int = 2,
+    peak_memory: bool = True,
+) -> Path:
+    """Measure every variant of a results folder on every measured target it can run; upsert ``latency.csv``.
+
+    Variants and their ONNX files come from ``cost.csv`` (column ``onnx_column``, relative to the folder
+    or absolute); a target runs a variant when its precisions fit the variant's ``weight_bits`` /
+    ``act_bits`` (:meth:`Target.can_run`). The analytic peak beside the measured one is the variant's
+    ``peak_activation_mb`` at the same resolution.
+    """
+    import pandas as pd
+
+    root = Path(results_dir)
+    cost_path = root / "cost.csv"
+    if not cost_path.is_file():
+        raise CompressError(f"{cost_path}: no cost table (run the recipe first)")
+    cost = pd.read_csv(cost_path)
+    if onnx_column not in cost.columns:
+        raise CompressError(f"{cost_path}: no column {onnx_column!r}; columns: {', '.join(cost.columns)}")
+    out = root / "latency.csv"
+    for variant, rows in cost.groupby("variant", sort=True):
+        first = rows.iloc[0]
+        onnx = Path(str(first[onnx_column]))
+        onnx = onnx if onnx.is_absolute() else root / onnx
+        analytic = dict(zip(rows["resolution"], rows["peak_activation_mb"], strict=True))
+        for t in targets:
+            if t.measured and t.can_run(int(first["weight_bits"]), int(first["act_bits"])):
+                recs = measure_latency(onnx, t, variant=str(variant), resolutions=resolutions, n=n, warmup=warmup,
+                                       peak_memory=peak_memory, analytic_mb=analytic)
+                write_latency(recs, out)
+    return out
+
+
+def run_latency_bench(
+    out_dir: str | Path = Path("results/bench"), *, models: Sequence[str] = ("arcnn", "fast_arcnn"),
+    targets: Sequence[Target] | None = None, n: int = 5,
+) -> Path:
+    """The "speed goal" benchmark: registered models exported to ONNX, timed on every measured target at 720p.
+
+    Weights are the architectures' initial ones (latency does not depend on their values). Writes
+    ``<out_dir>/latency.csv`` (see :func:`bench_latency`).
+
+    Returns:
+        The CSV written.
+    """
+    from compress.nets import MODELS, build_model
+    from compress.targets import get_targets
+
+    ts = [t for t in (targets if targets is not None else get_targets(None)) if t.measured]
+    out = Path(out_dir) / "latency.csv"
+    with tempfile.TemporaryDirectory(prefix="compress-bench-") as tmp:
+        paths = {}
+        for name in models:
+            spec = MODELS.get(name)
+            paths[name] = export_onnx(build_model(name), Path(tmp) / f"{name}.onnx", channels=spec.default_channels)
+        bench_latency(paths, ts, resolution="720p30", n=n, out=out, reference_models={m: m for m in models},
+                      peak_memory=True)
+    return out

@@ -1,0 +1,624 @@
+"""Pareto fronts per hardware target, from the results tables only; PNG / SVG / one-file HTML plots.
+
+Inputs are the tidy tables the recipe engine writes under ``results/<recipe>/``:
+
+* ``quality.csv``: one row per variant x dataset x quality x protocol (``psnr``, ``ssim``, ``psnrb`` and
+  the JPEG baselines ``jpeg_psnr`` ...);
+* ``cost.csv``: one row per variant x resolution (``params``, ``tflops``, ``tflops_true``, ``memory_mb``,
+  ``peak_activation_mb``, ``weight_bits``, ``act_bits``, ``model_bytes`` ...);
+* ``latency.csv`` (optional, :mod:`compress.deploy`): one row per variant x target x resolution.
+
+A variant is a candidate for a target when the target can run its precision
+(:meth:`~compress.targets.Target.can_run`) and it meets every budget the target sets; the front is the
+set of candidates that no other candidate dominates (cost down, quality up). **Ties:** a point
+dominates another only when it is at least as good on both axes and strictly better on one, so
+identical points are either all on the front or all off it.
+
+Reference points (``compress/data/published.csv``) are drawn as "published, not re-measured", with their
+own marker, never part of a front, and only where the x axis means the same for them (params, or the
+published-convention TFLOPS / MB of the brief at a resolution).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from compress.errors import CompressError, DataError
+from compress.targets import MIB, Convention, Resolution, Target, get_target, get_targets
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+QUALITY_KEY = ("dataset", "quality", "protocol")
+REQUIRED_QUALITY = ("variant", "dataset", "quality", "protocol")
+REQUIRED_COST = ("variant", "resolution", "weight_bits", "act_bits")
+
+
+class CostAxis(StrEnum):
+    """The x axis: a cost column (``auto``: measured latency where there is some, else true TFLOPS)."""
+
+    auto = "auto"
+    params = "params"
+    tflops = "tflops"
+    tflops_true = "tflops_true"
+    memory_mb = "memory_mb"
+    peak_activation_mb = "peak_activation_mb"
+    latency_ms = "latency_ms"
+    model_bytes = "model_bytes"
+
+
+class QualityAxis(StrEnum):
+    """The y axis: a quality column, or its gain over the JPEG input (``*_gain``)."""
+
+    psnr = "psnr"
+    ssim = "ssim"
+    psnrb = "psnrb"
+    psnr_gain = "psnr_gain"
+    ssim_gain = "ssim_gain"
+    psnrb_gain = "psnrb_gain"
+
+
+#: Cost axes that depend on the frame size.
+PER_RESOLUTION = frozenset({CostAxis.tflops, CostAxis.tflops_true, CostAxis.memory_mb, CostAxis.peak_activation_mb,
+                            CostAxis.latency_ms})
+AXIS_LABEL = {
+    CostAxis.params: "parameters",
+    CostAxis.tflops: "TFLOPS (published convention: thop MACs x fps)",
+    CostAxis.tflops_true: "TFLOPS (true MACs x fps)",
+    CostAxis.memory_mb: "memory, MB (torchsummary convention)",
+    CostAxis.peak_activation_mb: "peak activations, MB",
+    CostAxis.latency_ms: "measured latency, ms / frame (median)",
+    CostAxis.model_bytes: "model size, bytes",
+}
+#: Columns never shown as a variant's "settings" in hover text.
+METRIC_COLUMNS = frozenset({
+    "variant", "resolution", "dataset", "quality", "protocol", "psnr", "ssim", "psnrb", "jpeg_psnr", "jpeg_ssim",
+    "jpeg_psnrb", "params", "macs", "macs_true", "tflops", "tflops_true", "memory_mb", "peak_activation_mb",
+    "model_bytes", "weight_bits", "act_bits", "results",
+})
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which quality rows a front compares: one dataset, JPEG quality and protocol."""
+
+    dataset: str
+    quality: int
+    protocol: str
+
+    def slug(self) -> str:
+        """A folder-safe name, e.g. ``live1-q10-idcn-rgb``."""
+        return f"{self.dataset}-q{self.quality}-{self.protocol}"
+
+    def label(self) -> str:
+        return f"{self.dataset}, q{self.quality}, {self.protocol}"
+
+
+@dataclass(frozen=True)
+class Axis:
+    """A resolved x axis: column plus the resolution it is read at (None when it has none)."""
+
+    cost: CostAxis
+    resolution: str | None
+
+    def label(self) -> str:
+        at = f" at {self.resolution}" if self.resolution else ""
+        return AXIS_LABEL[self.cost] + at
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The results tables of one or more results folders, a ``results`` column naming the folder."""
+
+    quality: pd.DataFrame
+    cost: pd.DataFrame
+    latency: pd.DataFrame
+
+    def selections(self) -> list[Selection]:
+        """Every dataset x quality x protocol in the quality table."""
+        combos = self.quality[list(QUALITY_KEY)].drop_duplicates().sort_values(list(QUALITY_KEY))
+        return [Selection(str(d), int(q), str(p)) for d, q, p in combos.itertuples(index=False)]
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+
+
+def _read(path: Path, required: Sequence[str]) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(path)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise DataError(f"{path}: cannot read the table ({exc})") from None
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: missing columns {', '.join(missing)}; has {', '.join(map(str, df.columns))}")
+    return df
+
+
+def load_tables(results: Sequence[str | Path]) -> Tables:
+    """Read ``quality.csv``, ``cost.csv`` and (if present) ``latency.csv`` of each results folder.
+
+    A variant name is made unique across folders as ``<folder>/<variant>`` when two folders share it.
+
+    Raises:
+        DataError: a folder without the two required tables, or a table missing a required column.
+    """
+    qs, cs, ls = [], [], []
+    for r in results:
+        root = Path(r)
+        for name in ("quality.csv", "cost.csv"):
+            if not (root / name).is_file():
+                raise DataError(f"{root}: no {name} (is this a results folder? run the recipe first)")
+        q = _read(root / "quality.csv", REQUIRED_QUALITY)
+        c = _read(root / "cost.csv", REQUIRED_COST)
+        lat = _read(root / "latency.csv", ("variant", "target", "resolution", "ms_median")) \
+            if (root / "latency.csv").is_file() else pd.DataFrame(columns=["variant", "target", "resolution"])
+        for df in (q, c, lat):
+            df["results"] = root.name
+        qs.append(q)
+        cs.append(c)
+        ls.append(lat)
+    quality = pd.concat(qs, ignore_index=True)
+    cost = pd.concat(cs, ignore_index=True)
+    latency = pd.concat([x for x in ls if len(x)], ignore_index=True) if any(len(x) for x in ls) else ls[0]
+    folders = cost.groupby("variant")["results"].nunique()
+    shared = set(folders[folders > 1].index)
+    for df in (quality, cost, latency):
+        if len(df):
+            df["key"] = [f"{r}/{v}" if v in shared else str(v) for r, v in zip(df["results"], df["variant"],
+                                                                                    strict=True)]
+        else:
+            df["key"] = pd.Series(dtype=str)
+    quality["quality"] = quality["quality"].astype(int)
+    return Tables(quality, cost, latency)
+
+
+def published_points() -> pd.DataFrame:
+    """The published reference numbers (``compress/data/published.csv``), with their ``source``."""
+    with resources.files("compress.data").joinpath("published.csv").open("r", encoding="utf-8") as f:
+        df = pd.read_csv(f)
+    df["quality"] = pd.to_numeric(df["quality"], errors="coerce")
+    return df
+
+
+def resolve_selection(tables: Tables, dataset: str | None, quality: int | None, protocol: str | None) -> Selection:
+    """Fill unset parts of the selection when the table has only one choice; otherwise name the choices."""
+    q = tables.quality
+    picked: dict[str, Any] = {"dataset": dataset, "quality": quality, "protocol": protocol}
+    for col in QUALITY_KEY:
+        if picked[col] is not None:
+            if picked[col] not in set(q[col]):
+                raise DataError(f"no quality rows with {col} {picked[col]!r}; present: "
+                                f"{', '.join(map(str, sorted(set(q[col]))))}")
+            q = q[q[col] == picked[col]]
+    for col in QUALITY_KEY:
+        if picked[col] is None:
+            vals = sorted(set(q[col]))
+            if len(vals) != 1:
+                raise DataError(f"several {col} values in the quality table ({', '.join(map(str, vals))}): "
+                                f"choose one with --{col}")
+            picked[col] = vals[0]
+            q = q[q[col] == vals[0]]
+    return Selection(str(picked["dataset"]), int(picked["quality"]), str(picked["protocol"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# the front
+
+
+def pareto_mask(cost: Sequence[float] | np.ndarray, quality: Sequence[float] | np.ndarray) -> np.ndarray:
+    """True for the points no other point dominates (lower cost and higher quality are better).
+
+    ``a`` dominates ``b`` when ``cost[a] <= cost[b]``, ``quality[a] >= quality[b]`` and one of them is
+    strict; equal points never dominate each other, so ties are kept together. NaN points are never on
+    the front and never dominate.
+    """
+    x = np.asarray(cost, dtype=float)
+    y = np.asarray(quality, dtype=float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    xi, yi = x[ok][:, None], y[ok][:, None]
+    dom = (xi <= x[ok][None, :]) & (yi >= y[ok][None, :]) & ((xi < x[ok][None, :]) | (yi > y[ok][None, :]))
+    mask = np.zeros(len(x), dtype=bool)
+    mask[np.flatnonzero(ok)] = ~dom.any(axis=0)
+    return mask
+
+
+def resolve_axis(cost: CostAxis | str, target: Target, tables: Tables, resolution: str) -> Axis:
+    """The x axis for a target; ``auto`` is measured latency at ``resolution`` when this target has any, else
+    true TFLOPS (at the target's compute-budget resolution when it has one)."""
+    c = CostAxis(cost)
+    if c is CostAxis.auto:
+        lat = tables.latency
+        has_latency = len(lat) and ((lat["target"] == target.name) & (lat["resolution"] == resolution)).any()
+        if target.measured and has_latency:
+            return Axis(CostAxis.latency_ms, resolution)
+        budget = target.budgets.compute
+        return Axis(CostAxis.tflops_true, budget.resolution.value if budget else resolution)
+    return Axis(c, resolution if c in PER_RESOLUTION else None)
+
+
+def _cost_at(tables: Tables, res: str, col: str) -> pd.Series:
+    c = tables.cost
+    rows = c[c["resolution"] == res]
+    if col not in c.columns:
+        return pd.Series(dtype=float)
+    return rows.drop_duplicates("key").set_index("key")[col].astype(float)
+
+
+def _cost_any(tables: Tables, col: str) -> pd.Series:
+    """A resolution-independent cost column (e.g. ``model_bytes``) by variant key."""
+    c = tables.cost
+    if col not in c.columns:
+        return pd.Series(dtype=float)
+    return c.drop_duplicates("key").set_index("key")[col].astype(float)
+
+
+def _latency_at(tables: Tables, target: str, res: str) -> pd.Series:
+    lat = tables.latency
+    if not len(lat):
+        return pd.Series(dtype=float)
+    rows = lat[(lat["target"] == target) & (lat["resolution"] == res)]
+    return rows.drop_duplicates("key", keep="last").set_index("key")["ms_median"].astype(float)
+
+
+def _settings(frame: pd.DataFrame) -> pd.Series:
+    """``k=v; ...`` of the columns that vary between variants (the settings), metric columns excluded."""
+    cols = [c for c in frame.columns if c not in METRIC_COLUMNS and c != "key" and frame[c].nunique(dropna=False) > 1]
+    cols = [c for c in cols if not c.startswith(("jpeg_", "ms_"))]
+    return frame.apply(lambda r: "; ".join(f"{c}={r[c]}" for c in cols), axis=1) if cols else \
+        pd.Series([""] * len(frame), index=frame.index)
+
+
+def target_points(
+    tables: Tables, target: Target, selection: Selection, *, x: CostAxis | str = CostAxis.auto,
+    y: QualityAxis | str = QualityAxis.psnr, resolution: str = Resolution.p720.value,
+) -> tuple[pd.DataFrame, Axis]:
+    """Every variant of the selection as a point for ``target``: x, y, whether it is eligible and why not.
+
+    Returns:
+        The points (columns ``key, variant, results, x, y, precision, eligible, reason, on_front,
+        settings``, bits and params) and the resolved x axis.
+    """
+    yq = QualityAxis(y)
+    axis = resolve_axis(x, target, tables, resolution)
+    q = tables.quality
+    q = q[(q["dataset"] == selection.dataset) & (q["quality"] == selection.quality)
+          & (q["protocol"] == selection.protocol)]
+    dup = q["key"][q["key"].duplicated()]
+    if len(dup):
+        raise DataError(f"several quality rows for variant(s) {', '.join(sorted(set(dup)))} at {selection.label()}")
+    base = yq.value.removesuffix("_gain")
+    if base not in q.columns or (yq.value.endswith("_gain") and f"jpeg_{base}" not in q.columns):
+        raise DataError(f"the quality table has no {base!r} column (and jpeg_{base} for gains)")
+    yv = q[base] - q[f"jpeg_{base}"] if yq.value.endswith("_gain") else q[base]
+    cost_any = tables.cost.drop_duplicates("key").set_index("key")
+    pts = pd.DataFrame({"key": q["key"].to_numpy(), "variant": q["variant"].to_numpy(),
+                        "results": q["results"].to_numpy(), "y": yv.astype(float).to_numpy()})
+    known = pts["key"].isin(cost_any.index)
+    pts["weight_bits"] = pts["key"].map(cost_any["weight_bits"]).astype("Int64")
+    pts["act_bits"] = pts["key"].map(cost_any["act_bits"]).astype("Int64")
+    for col in ("params", "model_bytes"):
+        if col in cost_any.columns:
+            pts[col] = pts["key"].map(cost_any[col])
+    if axis.cost is CostAxis.latency_ms:
+        pts["x"] = pts["key"].map(_latency_at(tables, target.name, str(axis.resolution)))
+    elif axis.resolution is None:
+        pts["x"] = pts["key"].map(cost_any[axis.cost.value]) if axis.cost.value in cost_any.columns else np.nan
+    else:
+        pts["x"] = pts["key"].map(_cost_at(tables, axis.resolution, axis.cost.value))
+    pts["x"] = pts["x"].astype(float)
+    reasons: list[str] = []
+    precisions: list[str] = []
+    for i, row in pts.iterrows():
+        why: list[str] = []
+        prec = None
+        if not known[i]:
+            why.append("not in cost.csv")
+        else:
+            prec = target.precision_for(int(row["weight_bits"]), int(row["act_bits"]))
+            if prec is None:
+                why.append(f"W{row['weight_bits']}A{row['act_bits']} needs a precision the target lacks "
+                           f"({', '.join(p.value for p in target.precisions)})")
+            why += _budget_failures(tables, target, str(row["key"]))
+        if not math.isfinite(row["x"]):
+            why.append(f"no {axis.cost.value}" + (f" at {axis.resolution}" if axis.resolution else ""))
+        if not math.isfinite(row["y"]):
+            why.append(f"no {yq.value}")
+        reasons.append("; ".join(why))
+        precisions.append(prec.value if prec else "")
+    pts["precision"] = precisions
+    pts["reason"] = reasons
+    pts["eligible"] = pts["reason"] == ""
+    pts["on_front"] = False
+    elig = pts["eligible"].to_numpy()
+    if elig.any():
+        pts.loc[elig, "on_front"] = pareto_mask(pts.loc[elig, "x"].to_numpy(), pts.loc[elig, "y"].to_numpy())
+    extra = tables.cost.drop_duplicates("key").set_index("key")
+    pts["settings"] = pts["key"].map(_settings(extra.reset_index()).set_axis(extra.index))
+    pts["settings"] = pts["settings"].fillna("")
+    return pts.sort_values(["x", "y"], ascending=[True, False], na_position="last").reset_index(drop=True), axis
+
+
+def _budget_failures(tables: Tables, target: Target, key: str) -> list[str]:
+    """Why a variant breaks the target's budgets (empty when it meets them all, or there are none)."""
+    b = target.budgets
+    out: list[str] = []
+    if b.compute is not None:
+        col = "tflops_true" if b.compute.convention is Convention.true else "tflops"
+        v = _cost_at(tables, b.compute.resolution.value, col).get(key, np.nan)
+        if not math.isfinite(v):
+            out.append(f"no {col} at {b.compute.resolution.value}")
+        elif v > b.compute.max_tflops:
+            out.append(f"{col} {v:.3g} > {b.compute.max_tflops:g} at {b.compute.resolution.value}")
+    if b.activations is not None:
+        v = _cost_at(tables, b.activations.resolution.value, "peak_activation_mb").get(key, np.nan)
+        if not math.isfinite(v):
+            out.append(f"no peak_activation_mb at {b.activations.resolution.value}")
+        elif v > b.activations.max_mb:
+            out.append(f"activations {v:.4g} MB > {b.activations.max_mb:g} MB at {b.activations.resolution.value}")
+    if b.latency is not None:
+        v = _latency_at(tables, target.name, b.latency.resolution.value).get(key, np.nan)
+        if not math.isfinite(v):
+            out.append(f"latency not measured on {target.name} at {b.latency.resolution.value}")
+        elif v > b.latency.max_ms:
+            out.append(f"latency {v:.4g} ms > {b.latency.max_ms:g} ms at {b.latency.resolution.value}")
+    if b.weights_mb is not None:
+        v = _cost_any(tables, "model_bytes").get(key, np.nan)
+        if not math.isfinite(v):
+            out.append("no model_bytes")
+        elif v / MIB > b.weights_mb:
+            out.append(f"model {v / MIB:.3g} MB > {b.weights_mb:g} MB")
+    return out
+
+
+def reference_points(selection: Selection, axis: Axis, y: QualityAxis | str) -> pd.DataFrame:
+    """Published points for this selection whose x means the same as ours; columns ``method, x, y, source``.
+
+    Only ``params`` (any resolution) and the published-convention ``tflops`` / ``memory_mb`` at a
+    resolution are known for published models; any other axis gives no reference points.
+    """
+    pub = published_points()
+    yq = QualityAxis(y)
+    rows = pub[(pub["dataset"] == selection.dataset) & (pub["quality"] == selection.quality)
+               & (pub["protocol"] == selection.protocol)].copy()
+    if axis.cost is CostAxis.params:
+        rows["x"] = rows["params"]
+    elif axis.cost in (CostAxis.tflops, CostAxis.memory_mb) and f"{axis.cost.value}_{axis.resolution}" in rows:
+        rows["x"] = rows[f"{axis.cost.value}_{axis.resolution}"]
+    else:
+        return pd.DataFrame(columns=["method", "x", "y", "source"])
+    base = yq.value.removesuffix("_gain")
+    if yq.value.endswith("_gain"):
+        jpeg = pub[(pub["method"] == "JPEG") & (pub["protocol"] == selection.protocol)
+                   & (pub["dataset"] == selection.dataset) & (pub["quality"] == selection.quality)]
+        rows["y"] = rows[base] - (float(jpeg[base].iloc[0]) if len(jpeg) else np.nan)
+    else:
+        rows["y"] = rows[base]
+    rows = rows[np.isfinite(rows["x"].astype(float)) & np.isfinite(rows["y"].astype(float))]
+    return rows[["method", "x", "y", "source"]].reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# plots (from the point tables only)
+
+
+def _front_line(front: pd.DataFrame) -> tuple[list[float], list[float]]:
+    """The front as a step line: best quality reachable at each cost (steps after each point)."""
+    f = front.sort_values(["x", "y"])
+    return f["x"].astype(float).tolist(), f["y"].astype(float).tolist()
+
+
+def _labels(points: pd.DataFrame) -> list[str]:
+    """One label per position: coincident points (ties) share one label listing them all."""
+    out = [""] * len(points)
+    seen: dict[tuple[float, float], int] = {}
+    for i, (k, x, y) in enumerate(zip(points["key"], points["x"], points["y"], strict=True)):
+        pos = (float(x), float(y))
+        if pos in seen:
+            out[seen[pos]] += f", {k}"
+        else:
+            seen[pos] = i
+            out[i] = str(k)
+    return out
+
+
+def _budget_x(target: Target, axis: Axis) -> float | None:
+    b = target.budgets
+    if b.compute and axis.cost.value == ("tflops_true" if b.compute.convention is Convention.true else "tflops") \
+            and axis.resolution == b.compute.resolution.value:
+        return b.compute.max_tflops
+    if b.activations and axis.cost is CostAxis.peak_activation_mb and axis.resolution == b.activations.resolution.value:
+        return b.activations.max_mb
+    if b.latency and axis.cost is CostAxis.latency_ms and axis.resolution == b.latency.resolution.value:
+        return b.latency.max_ms
+    if b.weights_mb and axis.cost is CostAxis.model_bytes:
+        return b.weights_mb * MIB
+    return None
+
+
+def plot_front(points: pd.DataFrame, refs: pd.DataFrame, *, target: Target, axis: Axis, y: str,
+               selection: Selection) -> Figure:
+    """A matplotlib figure (Agg canvas, no display): every variant labelled, the front as a step line."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 6), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    shown = points[np.isfinite(points["x"]) & np.isfinite(points["y"]) & (points["x"] > 0)]
+    off = shown[~shown["eligible"]]
+    elig = shown[shown["eligible"] & ~shown["on_front"]]
+    front = shown[shown["on_front"]]
+    if len(off):
+        ax.scatter(off["x"], off["y"], marker="x", color="0.6", label="outside the target's budgets / precisions")
+    if len(elig):
+        ax.scatter(elig["x"], elig["y"], marker="o", color="tab:blue", alpha=0.6, label="measured variant")
+    if len(front):
+        fx, fy = _front_line(front)
+        ax.step(fx, fy, where="post", color="tab:red", lw=1.5, label="Pareto front")
+        ax.scatter(fx, fy, marker="o", color="tab:red", zorder=3)
+    for r, label in zip(shown.itertuples(), _labels(shown), strict=True):
+        if not label:
+            continue
+        ax.annotate(label, (r.x, r.y), textcoords="offset points", xytext=(4, 3), fontsize=7,
+                    color="0.4" if not r.eligible else "black")
+    if len(refs):
+        ax.scatter(refs["x"], refs["y"], marker="*", s=90, facecolors="none", edgecolors="tab:green",
+                   label="published, not re-measured")
+        for r in refs.itertuples():
+            ax.annotate(str(r.method), (r.x, r.y), textcoords="offset points", xytext=(4, -9), fontsize=7,
+                        color="tab:green", style="italic")
+    bx = _budget_x(target, axis)
+    if bx is not None:
+        ax.axvline(bx, color="tab:orange", ls="--", lw=1, label=f"budget {bx:g}")
+    if len(shown) or len(refs):
+        ax.set_xscale("log")
+    ax.set_xlabel(axis.label())
+    ax.set_ylabel(f"{y} (dB)" if "psnr" in y else y)
+    ax.set_title(f"{target.label()}: {selection.label()}", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="best")
+    if not len(shown):
+        ax.text(0.5, 0.5, "no variant can be placed on this axis", transform=ax.transAxes, ha="center")
+    fig.tight_layout()
+    return fig
+
+
+def _hover(points: pd.DataFrame) -> list[list[str]]:
+    return [[str(r.key), str(r.precision or "-"), str(r.settings or "-"), str(r.reason or "eligible")]
+            for r in points.itertuples()]
+
+
+def plotly_figure(panels: Sequence[tuple[Target, Axis, pd.DataFrame, pd.DataFrame]], *, y: str,
+                  selection: Selection) -> Any:
+    """One plotly figure with a dropdown that switches between targets (one panel per target)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    spans: list[tuple[int, int]] = []
+    hover = ("<b>%{customdata[0]}</b><br>x=%{x:.4g}<br>y=%{y:.4f}<br>precision: %{customdata[1]}"
+             "<br>settings: %{customdata[2]}<br>%{customdata[3]}<extra></extra>")
+    for k, (_target, _axis, pts, refs) in enumerate(panels):
+        start = len(fig.data)
+        vis = k == 0
+        shown = pts[np.isfinite(pts["x"]) & np.isfinite(pts["y"]) & (pts["x"] > 0)]
+        for label, sel, style in (
+            ("outside budgets / precisions", ~shown["eligible"], {"symbol": "x", "color": "#999"}),
+            ("measured variant", shown["eligible"] & ~shown["on_front"], {"color": "#1f77b4"}),
+            ("on the Pareto front", shown["on_front"], {"color": "#d62728", "size": 10}),
+        ):
+            part = shown[sel]
+            fig.add_trace(go.Scatter(
+                x=part["x"], y=part["y"], mode="markers+text", text=_labels(part), textposition="top right",
+                textfont={"size": 9}, marker=style, name=label, customdata=_hover(part), hovertemplate=hover,
+                visible=vis, legendgroup=label,
+            ))
+        fx, fy = _front_line(shown[shown["on_front"]])
+        fig.add_trace(go.Scatter(x=fx, y=fy, mode="lines", line={"shape": "hv", "color": "#d62728"},
+                                 name="Pareto front", hoverinfo="skip", visible=vis))
+        fig.add_trace(go.Scatter(
+            x=refs["x"], y=refs["y"], mode="markers+text", text=refs["method"], textposition="bottom right",
+            textfont={"size": 9, "color": "#2ca02c"}, name="published, not re-measured",
+            marker={"symbol": "star-open", "size": 12, "color": "#2ca02c"},
+            customdata=[[str(m), str(s)] for m, s in zip(refs["method"], refs["source"], strict=True)],
+            hovertemplate="<b>%{customdata[0]}</b> (published, not re-measured)<br>x=%{x:.4g}<br>y=%{y:.4f}"
+                          "<br>%{customdata[1]}<extra></extra>", visible=vis,
+        ))
+        spans.append((start, len(fig.data)))
+    buttons = []
+    for k, (target, axis, _pts, _refs) in enumerate(panels):
+        mask = [spans[k][0] <= i < spans[k][1] for i in range(len(fig.data))]
+        buttons.append({"label": target.label(), "method": "update",
+                        "args": [{"visible": mask}, {"title.text": f"{target.label()}: {selection.label()}",
+                                                     "xaxis.title.text": axis.label()}]})
+    first_t, first_axis = (panels[0][0], panels[0][1]) if panels else (None, None)
+    fig.update_layout(
+        title={"text": f"{first_t.label()}: {selection.label()}" if first_t else selection.label()},
+        xaxis={"type": "log", "title": {"text": first_axis.label() if first_axis else ""}},
+        yaxis={"title": {"text": y}}, template="plotly_white", hovermode="closest",
+        updatemenus=[{"buttons": buttons, "direction": "down", "x": 0.0, "xanchor": "left", "y": 1.15,
+                      "yanchor": "top", "showactive": True}],
+        margin={"t": 110},
+    )
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+
+
+def write_fronts(
+    tables: Tables, targets: Sequence[Target], selection: Selection, out_dir: str | Path, *,
+    x: CostAxis | str = CostAxis.auto, y: QualityAxis | str = QualityAxis.psnr,
+    resolution: str = Resolution.p720.value,
+) -> list[Path]:
+    """Fronts of every target for one selection: ``front.csv``, ``points.csv``, ``front-<target>.png/.svg``
+    and one self-contained ``fronts.html`` (plotly.js inline) with a target selector.
+
+    Returns:
+        The files written.
+    """
+    if not targets:
+        raise CompressError("no targets given")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    yq = QualityAxis(y)
+    panels = []
+    tables_out = []
+    written: list[Path] = []
+    for t in targets:
+        pts, axis = target_points(tables, t, selection, x=x, y=yq, resolution=resolution)
+        refs = reference_points(selection, axis, yq)
+        panels.append((t, axis, pts, refs))
+        meta = {"target": t.name, "illustrative": t.illustrative, "cost_axis": axis.cost.value,
+                "resolution": axis.resolution or "", "quality_axis": yq.value, "dataset": selection.dataset,
+                "quality": selection.quality, "protocol": selection.protocol}
+        tables_out.append(pts.assign(**meta))
+        fig = plot_front(pts, refs, target=t, axis=axis, y=yq.value, selection=selection)
+        for ext in ("png", "svg"):
+            p = out / f"front-{t.name}.{ext}"
+            fig.savefig(p)
+            written.append(p)
+    allpts = pd.concat(tables_out, ignore_index=True)
+    lead = ["target", "illustrative", "dataset", "quality", "protocol", "cost_axis", "resolution", "quality_axis"]
+    allpts = allpts[lead + [c for c in allpts.columns if c not in lead]]
+    front = allpts[allpts["on_front"]].drop(columns=["on_front", "eligible", "reason"])
+    for name, df in (("front.csv", front), ("points.csv", allpts)):
+        df.to_csv(out / name, index=False)
+        written.append(out / name)
+    fig = plotly_figure(panels, y=yq.value, selection=selection)
+    html = out / "fronts.html"
+    fig.write_html(str(html), include_plotlyjs=True, full_html=True)
+    written.append(html)
+    return written
+
+
+def export_fronts(
+    results_dir: str | Path | Sequence[str | Path], targets: Iterable[Target | str] | None, out_dir: str | Path, *,
+    y: QualityAxis | str = QualityAxis.psnr, resolution: str = Resolution.p720.value,
+) -> list[Path]:
+    """Fronts for every target (default: all shipped) and every dataset x quality x protocol of the results.
+
+    Writes ``<out_dir>/<dataset>-q<quality>-<protocol>/`` per selection (see :func:`write_fronts`), with
+    the per-target ``auto`` x axis (measured latency where measured, else true TFLOPS).
+
+    Returns:
+        Every file written.
+    """
+    dirs = [results_dir] if isinstance(results_dir, str | Path) else list(results_dir)
+    tables = load_tables(dirs)
+    ts = get_targets(None) if targets is None else [t if isinstance(t, Target) else get_target(t) for t in targets]
+    written: list[Path] = []
+    for sel in tables.selections():
+        written += write_fronts(tables, ts, sel, Path(out_dir) / sel.slug(), y=y, resolution=resolution)
+    return written

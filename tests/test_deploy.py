@@ -1,0 +1,247 @@
+"""Deployment latency on a tiny ONNX model (onnxruntime, OpenVINO), INT8 fusion checks, latency tables.
+
+Timings on a shared 2-core machine are noisy: these tests check that numbers are positive and
+repeatable to within an order of magnitude, never a speed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from compress.cli import main
+from compress.deploy import (
+    BACKENDS,
+    Fusion,
+    LatencyRecord,
+    bench_latency,
+    check_fusion,
+    export_onnx,
+    make_dynamic_hw,
+    matmul_peak,
+    measure_latency,
+    onnx_input,
+    onnx_macs,
+    onnx_precision,
+    records_frame,
+    write_latency,
+)
+from compress.errors import CompressError
+from compress.targets import Precision, Runtime, get_target
+
+os.environ.setdefault("NNCF_CI", "1")
+SMALL = {"64x64": (64, 64)}
+
+
+class TwoConv(nn.Module):
+    """Conv -> ReLU -> Conv: every convolution fuses in onnxruntime INT8."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.relu(self.a(x)))
+
+
+class ConvDeconv(nn.Module):
+    """Strided conv -> ReLU -> ConvTranspose, like Fast ARCNN's ends (the transposed conv stays float)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.b = nn.ConvTranspose2d(8, 3, 4, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.relu(self.a(x)))
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 2-conv net exported at a fixed 64x64 (no dynamic axes): deploy must free height and width."""
+    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    torch.manual_seed(0)
+    with torch.no_grad():
+        torch.onnx.export(TwoConv().eval(), (torch.rand(1, 3, 64, 64),), str(path), dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["output"])
+    return path
+
+
+@pytest.fixture(scope="module")
+def deconv_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    return export_onnx(ConvDeconv(), tmp_path_factory.mktemp("onnx") / "deconv.onnx", channels=3)
+
+
+def _repeatable(a: LatencyRecord, b: LatencyRecord) -> None:
+    load = os.getloadavg()
+    assert a.ms_median > 0 and b.ms_median > 0 and a.ms_p90 >= a.ms_median
+    ratio = max(a.ms_median, b.ms_median) / min(a.ms_median, b.ms_median)
+    assert ratio < 10, f"{a.ms_median:.3f} vs {b.ms_median:.3f} ms (load {load})"
+
+
+def test_every_measured_runtime_has_a_backend() -> None:
+    assert sorted(BACKENDS) == sorted(r.value for r in Runtime if r is not Runtime.analytic)
+
+
+def test_onnx_helpers(tiny_onnx: Path, tmp_path: Path) -> None:
+    assert onnx_input(tiny_onnx) == ("input", 3)
+    assert onnx_precision(tiny_onnx) is Precision.fp32
+    assert onnx_macs(tiny_onnx, 64, 64) == 64 * 64 * (8 * 27 + 3 * 72)
+    dyn = make_dynamic_hw(tiny_onnx, tmp_path / "dyn.onnx")
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(dyn), providers=["CPUExecutionProvider"])
+    assert sess.run(None, {"input": np.zeros((1, 3, 40, 56), np.float32)})[0].shape == (1, 3, 40, 56)
+
+
+def test_onnx_macs_match_the_cost_model(deconv_onnx: Path) -> None:
+    from compress.cost import profile_frame
+
+    torch.manual_seed(0)
+    assert onnx_macs(deconv_onnx, 64, 96) == profile_frame(ConvDeconv(), 3, 96, 64).macs_true
+
+
+@pytest.mark.parametrize("target", ["cpu-ort-fp32", "cpu-ov-fp32"])
+def test_latency_positive_and_repeatable(tiny_onnx: Path, target: str) -> None:
+    t = get_target(target)
+    a, b = (measure_latency(tiny_onnx, t, resolutions=SMALL, n=15, warmup=3, peak_memory=False)[0] for _ in "ab")
+    _repeatable(a, b)
+    assert (a.target, a.runtime, a.resolution, a.width, a.height) == (target, t.runtime.value, "64x64", 64, 64)
+    assert a.precision == "fp32" and a.precision_effective == "fp32" and a.threads == t.threads == 2
+    assert a.n == 15 and len(a.onnx_sha256) == 64 and a.variant == "tiny" and a.load_avg >= 0
+
+
+def test_peak_memory_beside_the_analytic_peak(tiny_onnx: Path) -> None:
+    analytic = {"128x128": 4 * 128 * 128 * (3 + 8 + 3) / 2**20}
+    rec = measure_latency(tiny_onnx, get_target("cpu-ort-fp32"), resolutions={"128x128": (128, 128)}, n=2,
+                          warmup=1, analytic_mb=analytic)[0]
+    assert rec.peak_rss_mb is not None and 0 <= rec.peak_rss_mb < 256
+    assert rec.rss_hwm_mb is not None and rec.rss_hwm_mb > rec.peak_rss_mb
+    assert rec.analytic_peak_mb == pytest.approx(analytic["128x128"])
+
+
+def test_onnxruntime_int8_from_a_float_model(tiny_onnx: Path) -> None:
+    rec = measure_latency(tiny_onnx, get_target("cpu-ort-int8"), resolutions=SMALL, n=5, peak_memory=False)[0]
+    assert rec.ms_median > 0 and rec.precision == "int8"
+    assert rec.quantized_by == "onnxruntime.quantize_static"
+    assert rec.fusion == Fusion.full and rec.precision_effective == "int8"
+
+
+def test_openvino_int8_via_nncf(tiny_onnx: Path) -> None:
+    rec = measure_latency(tiny_onnx, get_target("cpu-ov-int8"), resolutions=SMALL, n=5, peak_memory=False)[0]
+    assert rec.ms_median > 0 and rec.precision == "int8" and rec.quantized_by == "nncf.quantize"
+    assert rec.precision_effective.startswith("int8")
+
+
+def test_openvino_bf16_records_what_the_cpu_did(tiny_onnx: Path) -> None:
+    rec = measure_latency(tiny_onnx, get_target("cpu-ov-bf16"), resolutions=SMALL, n=3, peak_memory=False)[0]
+    assert rec.precision == "bf16" and rec.precision_effective in {"bf16", "fp32"}  # f32 without AMX/AVX512-BF16
+
+
+def test_fusion_report(tiny_onnx: Path, deconv_onnx: Path, tmp_path: Path) -> None:
+    assert check_fusion(tiny_onnx).status is Fusion.float_model
+    ort_backend = BACKENDS.get("onnxruntime")
+    from compress.deploy import synthetic_calibration
+
+    full = ort_backend.prepare(tiny_onnx, Precision.int8, tmp_path, synthetic_calibration(3, count=2))
+    rep = check_fusion(full.path)
+    assert rep.status is Fusion.full and rep.quantized_convs == 2 and rep.float_convs == 0
+    (tmp_path / "d").mkdir()
+    part = ort_backend.prepare(deconv_onnx, Precision.int8, tmp_path / "d", synthetic_calibration(3, count=2))
+    rep = check_fusion(part.path)
+    assert rep.status is Fusion.partial and rep.float_convs >= 1  # quantized ConvTranspose is not fused
+    assert onnx_precision(part.path) is Precision.int8
+
+
+def test_measure_refuses_what_a_target_cannot_run(tiny_onnx: Path, tmp_path: Path) -> None:
+    with pytest.raises(CompressError, match="analytic: nothing to measure"):
+        measure_latency(tiny_onnx, get_target("edge-npu"), resolutions=SMALL)
+    from compress.deploy import synthetic_calibration
+
+    q = BACKENDS.get("onnxruntime").prepare(tiny_onnx, Precision.int8, tmp_path, synthetic_calibration(3, count=2))
+    with pytest.raises(CompressError, match="INT8 graph; target 'cpu-ort-fp32' runs only fp32"):
+        measure_latency(q.path, get_target("cpu-ort-fp32"), resolutions=SMALL)
+    with pytest.raises(CompressError, match="not found"):
+        measure_latency(tmp_path / "missing.onnx", get_target("cpu-ort-fp32"))
+
+
+def _record(variant: str, target: str, ms: float) -> LatencyRecord:
+    return LatencyRecord(
+        variant=variant, target=target, runtime="onnxruntime", resolution="720p30", width=1280, height=720,
+        precision="fp32", precision_effective="fp32", quantized_by="", fusion="", threads=2, n=5, warmup=1,
+        ms_median=ms, ms_p90=ms, ms_min=ms, ms_max=ms, load_avg=1.0, load_avg_end=1.0, peak_rss_mb=None,
+        rss_hwm_mb=None, analytic_peak_mb=None, onnx_path="m.onnx", onnx_sha256="0" * 64, runtime_version="1",
+        cpu="cpu", timestamp="now",
+    )
+
+
+def test_write_latency_upserts(tmp_path: Path) -> None:
+    out = tmp_path / "r" / "latency.csv"
+    write_latency([_record("a", "cpu-ort-fp32", 10.0), _record("b", "cpu-ort-fp32", 20.0)], out)
+    write_latency([_record("a", "cpu-ort-fp32", 12.0), _record("a", "cpu-ov-fp32", 5.0)], out)
+    df = pd.read_csv(out).set_index(["variant", "target"])
+    assert len(df) == 3 and df.loc[("a", "cpu-ort-fp32"), "ms_median"] == 12.0
+    assert list(pd.read_csv(out).columns) == LatencyRecord.columns()
+    assert list(records_frame([]).columns) == LatencyRecord.columns()
+
+
+def test_matmul_peak_is_positive() -> None:
+    peak = matmul_peak(threads=2, size=512, repeats=2, max_seconds=2.0)
+    assert set(peak) == {"fp32", "bf16"}
+    assert all(p.gflops > 0 and math.isfinite(p.gflops) and 256 <= p.size <= 512 for p in peak.values())
+
+
+def test_bench_fraction_of_peak(tiny_onnx: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bench" / "latency.csv"
+    table = bench_latency({"tiny": tiny_onnx}, [get_target("cpu-ort-fp32"), get_target("edge-npu")],
+                          resolution="480p30", n=2, warmup=1, out=out, matmul_size=256)
+    assert list(table["target"]) == ["cpu-ort-fp32"]  # analytic targets are skipped
+    row = table.iloc[0]
+    assert row["gmacs"] == pytest.approx(720 * 480 * (8 * 27 + 3 * 72) / 1e9)
+    assert row["fps"] > 0 and 0 < row["frac_fp32_peak"] and row["peak_gflops_fp32"] > 0
+    assert out.is_file() and "frac_bf16_peak" in pd.read_csv(out).columns
+
+
+def test_latency_cli(tiny_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "latency.csv"
+    rc = main(["latency", str(tiny_onnx), "--target", "cpu-ort-fp32", "--resolution", "480p30", "--n", "2",
+               "--warmup", "1", "--no-memory", "--variant", "tiny-v", "--out", str(out)])
+    assert rc == 0 and "tiny-v" in capsys.readouterr().out
+    df = pd.read_csv(out)
+    assert list(df["variant"]) == ["tiny-v"] and (df["ms_median"] > 0).all()
+    assert main(["latency", str(tiny_onnx), "--target", "edge-npu", "--out", str(out)]) == 2
+    assert "no measured target" in capsys.readouterr().err
+
+
+def test_measure_results_then_pareto_on_latency(tiny_onnx: Path, tmp_path: Path) -> None:
+    """End to end: a results folder -> latency.csv -> a front on measured latency."""
+    from compress.deploy import measure_results
+    from compress.pareto import Axis, CostAxis, Selection, load_tables, target_points
+
+    root = tmp_path / "demo"
+    root.mkdir()
+    base = {"resolution": "720p30", "params": 435, "tflops": 0.01, "tflops_true": 0.01, "memory_mb": 30.0,
+            "peak_activation_mb": 20.0, "model_bytes": tiny_onnx.stat().st_size, "onnx_path": str(tiny_onnx)}
+    pd.DataFrame([{"variant": "tiny", "weight_bits": 32, "act_bits": 32, **base},
+                  {"variant": "tiny-int8", "weight_bits": 8, "act_bits": 8, **base}]).to_csv(root / "cost.csv",
+                                                                                          index=False)
+    pd.DataFrame([{"variant": v, "dataset": "live1", "quality": 10, "protocol": "idcn-rgb", "psnr": p}
+                  for v, p in (("tiny", 26.0), ("tiny-int8", 25.9))]).to_csv(root / "quality.csv", index=False)
+    out = measure_results(root, [get_target("cpu-ort-fp32"), get_target("edge-npu")],
+                          resolutions={"720p30": (1280, 720)}, n=2, warmup=1, peak_memory=False)
+    lat = pd.read_csv(out)
+    assert list(lat["variant"]) == ["tiny"] and list(lat["target"]) == ["cpu-ort-fp32"]  # int8 can't run on fp32
+    assert lat["analytic_peak_mb"].item() == 20.0
+    pts, axis = target_points(load_tables([root]), get_target("cpu-ort-fp32"), Selection("live1", 10, "idcn-rgb"))
+    assert axis == Axis(CostAxis.latency_ms, "720p30")
+    row = pts.set_index("key").loc["tiny"]
+    assert row["on_front"] and row["x"] == pytest.approx(lat["ms_median"].item())

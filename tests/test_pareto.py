@@ -1,0 +1,285 @@
+"""Pareto fronts on hand-made results tables: dominance and ties, precision and budget filtering, plots."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from compress.cli import main
+from compress.errors import DataError
+from compress.pareto import (
+    Axis,
+    CostAxis,
+    QualityAxis,
+    Selection,
+    export_fronts,
+    load_tables,
+    pareto_mask,
+    published_points,
+    reference_points,
+    resolve_selection,
+    target_points,
+    write_fronts,
+)
+from compress.targets import get_target, load_target
+
+# variant: (psnr at q10, true TFLOPS at 720p30, weight bits, act bits, model bytes, peak activations MB at 1080p30)
+VARIANTS = {
+    "arcnn": (27.10, 3.25, 32, 32, 471_000, 1300.0),
+    "arcnn-p50": (26.95, 0.93, 32, 32, 135_000, 900.0),
+    "arcnn-p50-int8": (26.90, 0.93, 8, 8, 34_000, 900.0),
+    "fast": (26.80, 0.40, 32, 32, 342_000, 300.0),
+    "fast-int8": (26.70, 0.40, 8, 8, 86_000, 300.0),
+    "fast-int8-twin": (26.70, 0.40, 8, 8, 86_000, 300.0),  # a tie with fast-int8
+    "tiny-w4": (26.30, 0.10, 4, 8, 20_000, 150.0),
+    "slow": (26.00, 5.00, 32, 32, 2_000_000, 4000.0),  # dominated everywhere
+}
+SCALE = {"480p30": 0.375, "720p30": 1.0, "1080p30": 2.25}
+
+
+def make_results(root: Path, variants: dict[str, tuple[float, float, int, int, int, float]] = VARIANTS,
+                 latency: dict[tuple[str, str], float] | None = None) -> Path:
+    """Hand-made quality.csv / cost.csv (/ latency.csv) as the recipe engine writes them."""
+    root.mkdir(parents=True, exist_ok=True)
+    q, c = [], []
+    for v, (psnr, tf, wb, ab, mb, peak) in variants.items():
+        for quality, gain in ((10, 0.0), (20, 2.3)):
+            q.append({"variant": v, "recipe": root.name, "dataset": "live1", "quality": quality, "protocol": "idcn-rgb",
+                      "psnr": psnr + gain, "ssim": 0.79 + gain / 30, "psnrb": psnr + gain - 0.1,
+                      "jpeg_psnr": 25.69 + gain, "jpeg_ssim": 0.7592, "jpeg_psnrb": 25.49, "git_sha": "abc123"})
+        for res, s in SCALE.items():
+            c.append({"variant": v, "resolution": res, "params": mb // (4 if wb == 32 else 1),
+                      "macs": int(tf * 1e12 / 30 * s * 1.2), "macs_true": int(tf * 1e12 / 30 * s),
+                      "tflops": tf * s * 1.2, "tflops_true": tf * s, "memory_mb": peak * s / 2.25 * 1.5,
+                      "peak_activation_mb": peak * s / 2.25, "weight_bits": wb, "act_bits": ab, "model_bytes": mb,
+                      "prune_ratio": 0.5 if "p50" in v else 0.0, "git_sha": "abc123"})
+    pd.DataFrame(q).to_csv(root / "quality.csv", index=False)
+    pd.DataFrame(c).to_csv(root / "cost.csv", index=False)
+    if latency:
+        rows = [{"variant": v, "target": t, "resolution": "720p30", "ms_median": ms, "ms_p90": ms * 1.1, "n": 5,
+                 "threads": 2, "load_avg": 1.0, "runtime": "onnxruntime", "precision": "fp32"}
+                for (v, t), ms in latency.items()]
+        pd.DataFrame(rows).to_csv(root / "latency.csv", index=False)
+    return root
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    return make_results(tmp_path / "demo")
+
+
+SEL = Selection("live1", 10, "idcn-rgb")
+
+
+# ---------------------------------------------------------------------------------------------
+# dominance
+
+
+def test_pareto_mask_dominated_and_ties() -> None:
+    x = [1.0, 2.0, 2.0, 2.0, 3.0, 3.0, 0.5]
+    y = [20.0, 25.0, 25.0, 24.0, 25.0, 30.0, 10.0]
+    # (2, 24) is dominated by (2, 25); (3, 25) by (2, 25); the twin (2, 25) points are both kept
+    assert pareto_mask(x, y).tolist() == [True, True, True, False, False, True, True]
+
+
+def test_pareto_mask_nan_and_empty() -> None:
+    assert pareto_mask([1.0, np.nan, 2.0], [1.0, 5.0, np.nan]).tolist() == [True, False, False]
+    assert pareto_mask([], []).tolist() == []
+
+
+def test_pareto_mask_matches_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        n = int(rng.integers(1, 30))
+        x, y = rng.integers(0, 6, n).astype(float), rng.integers(0, 6, n).astype(float)  # many ties
+        mask = pareto_mask(x, y)
+        for j in range(n):
+            dominated = any(x[i] <= x[j] and y[i] >= y[j] and (x[i] < x[j] or y[i] > y[j]) for i in range(n))
+            assert mask[j] == (not dominated)
+
+
+# ---------------------------------------------------------------------------------------------
+# filtering by precision and budgets
+
+
+def _points(results: Path, target: str, **kw: object) -> pd.DataFrame:
+    pts, _ = target_points(load_tables([results]), get_target(target), SEL, **kw)  # type: ignore[arg-type]
+    return pts.set_index("key")
+
+
+def test_fp32_target_keeps_float_variants_only(results: Path) -> None:
+    pts = _points(results, "cpu-ort-fp32", x="tflops_true")
+    assert set(pts.index[pts["eligible"]]) == {"arcnn", "arcnn-p50", "fast", "slow"}
+    assert "needs a precision the target lacks (fp32)" in pts.loc["fast-int8", "reason"]
+    assert set(pts.index[pts["on_front"]]) == {"fast", "arcnn-p50", "arcnn"}
+    assert not pts.loc["slow", "on_front"]
+
+
+def test_int8_target_keeps_integer_variants_and_ties(results: Path) -> None:
+    pts = _points(results, "cpu-ov-int8", x="tflops_true")
+    assert set(pts.index[pts["eligible"]]) == {"arcnn-p50-int8", "fast-int8", "fast-int8-twin", "tiny-w4"}
+    assert set(pts.index[pts["on_front"]]) == {"arcnn-p50-int8", "fast-int8", "fast-int8-twin", "tiny-w4"}
+    assert (pts.loc[pts["eligible"], "precision"] == "int8").all()
+
+
+def test_edge_npu_compute_and_weight_budgets(results: Path) -> None:
+    pts = _points(results, "edge-npu")
+    assert set(pts.index[pts["eligible"]]) == {"fast-int8", "fast-int8-twin", "tiny-w4"}
+    assert "tflops_true 0.93 > 0.5 at 720p30" in pts.loc["arcnn-p50-int8", "reason"]
+    assert "model 1.91 MB > 1 MB" in pts.loc["slow", "reason"]
+
+
+def test_tv_chip_activation_budget_at_1080p(results: Path) -> None:
+    pts = _points(results, "tv-chip")
+    assert set(pts.index[pts["eligible"]]) == {"fast-int8", "fast-int8-twin", "tiny-w4"}
+    assert "activations 900 MB > 512 MB at 1080p30" in pts.loc["arcnn-p50-int8", "reason"]
+    assert pts.loc["tiny-w4", "x"] == pytest.approx(0.1 * 2.25)  # auto axis: budget resolution 1080p30
+
+
+def test_latency_budget_and_auto_axis(tmp_path: Path) -> None:
+    res = make_results(tmp_path / "r", latency={("arcnn", "fast-cpu"): 900.0, ("fast", "fast-cpu"): 25.0,
+                                               ("arcnn-p50", "fast-cpu"): 40.0})
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "fast-cpu.yaml").write_text(
+        "name: fast-cpu\ndescription: x\nruntime: onnxruntime\nprecisions: [fp32]\n"
+        "budgets:\n  latency: {max_ms: 33.3, resolution: 720p30}\n"
+    )
+    target = load_target(tmp_path / "t" / "fast-cpu.yaml")
+    pts, axis = target_points(load_tables([res]), target, SEL)
+    assert axis == Axis(CostAxis.latency_ms, "720p30")
+    pts = pts.set_index("key")
+    assert set(pts.index[pts["eligible"]]) == {"fast"}
+    assert "latency 40 ms > 33.3 ms at 720p30" in pts.loc["arcnn-p50", "reason"]
+    assert "latency not measured on fast-cpu at 720p30" in pts.loc["slow", "reason"]
+    # without latency rows the auto axis falls back to true TFLOPS
+    _, axis2 = target_points(load_tables([make_results(tmp_path / "r2")]), get_target("cpu-ort-fp32"), SEL)
+    assert axis2 == Axis(CostAxis.tflops_true, "720p30")
+
+
+def test_quality_gain_axis(results: Path) -> None:
+    pts = _points(results, "cpu-ort-fp32", x="params", y=QualityAxis.psnr_gain)
+    assert pts.loc["arcnn", "y"] == pytest.approx(27.10 - 25.69)
+
+
+def test_selection_must_be_unambiguous(results: Path) -> None:
+    tables = load_tables([results])
+    with pytest.raises(DataError, match=r"several quality values .*10, 20.*--quality"):
+        resolve_selection(tables, None, None, None)
+    assert resolve_selection(tables, None, 20, None) == Selection("live1", 20, "idcn-rgb")
+    with pytest.raises(DataError, match="no quality rows with dataset 'kodak24'; present: live1"):
+        resolve_selection(tables, "kodak24", 10, None)
+
+
+def test_missing_tables_and_columns(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"no quality\.csv"):
+        load_tables([tmp_path])
+    res = make_results(tmp_path / "r")
+    pd.read_csv(res / "cost.csv").drop(columns=["act_bits"]).to_csv(res / "cost.csv", index=False)
+    with pytest.raises(DataError, match=r"cost\.csv: missing columns act_bits"):
+        load_tables([res])
+
+
+def test_same_variant_in_two_folders_gets_a_prefix(tmp_path: Path) -> None:
+    a = make_results(tmp_path / "a", {"arcnn": VARIANTS["arcnn"]})
+    b = make_results(tmp_path / "b", {"arcnn": VARIANTS["arcnn"], "fast": VARIANTS["fast"]})
+    pts, _ = target_points(load_tables([a, b]), get_target("cpu-ort-fp32"), SEL, x="params")
+    assert set(pts["key"]) == {"a/arcnn", "b/arcnn", "fast"}
+    assert set(pts.loc[pts["on_front"], "key"]) == {"a/arcnn", "b/arcnn", "fast"}  # a tie: both arcnn kept
+
+
+# ---------------------------------------------------------------------------------------------
+# published reference points
+
+
+def test_published_table_has_the_brief_numbers() -> None:
+    pub = published_points()
+    assert "source" in pub.columns and pub["source"].notna().all()
+    arcnn = pub[(pub["method"] == "ARCNN") & (pub["dataset"] == "live1")].set_index("quality")
+    assert arcnn.loc[10, "psnr"] == 26.91 and arcnn.loc[20, "psnr"] == 29.23
+    assert arcnn.loc[10, "params"] == 117_734 and arcnn.loc[10, "tflops_720p30"] == 3.25
+    idcn = pub[(pub["method"] == "IDCN") & (pub["dataset"] == "live1") & (pub["quality"] == 10)]
+    assert idcn["psnr"].item() == 27.63 and idcn["params"].item() == 9_900_000
+    y = pub[(pub["method"] == "ARCNN* (Y)") & (pub["dataset"] == "live1") & (pub["quality"] == 10)]
+    assert y["psnr"].item() == 28.96 and y["protocol"].item() == "fbcnn-y"
+    assert {"DPW-SDNet", "MemNet-M6R6", "MWCNN", "RDN (8 RDBs)", "S-Net", "Fast ARCNN"} <= set(pub["method"])
+
+
+def test_reference_points_only_where_the_axis_means_the_same() -> None:
+    by_params = reference_points(SEL, Axis(CostAxis.params, None), "psnr")
+    assert {"ARCNN", "IDCN", "MWCNN"} <= set(by_params["method"]) and "JPEG" not in set(by_params["method"])
+    by_tflops = reference_points(SEL, Axis(CostAxis.tflops, "720p30"), "psnr").set_index("method")
+    assert list(by_tflops.index) == ["ARCNN"] and by_tflops.loc["ARCNN", "x"] == 3.25
+    assert reference_points(SEL, Axis(CostAxis.tflops_true, "720p30"), "psnr").empty
+    assert reference_points(SEL, Axis(CostAxis.latency_ms, "720p30"), "psnr").empty
+    gain = reference_points(SEL, Axis(CostAxis.params, None), "psnr_gain").set_index("method")
+    assert gain.loc["ARCNN", "y"] == pytest.approx(26.91 - 25.69)
+
+
+# ---------------------------------------------------------------------------------------------
+# files
+
+
+def test_write_fronts_files(results: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    targets = [get_target("cpu-ort-fp32"), get_target("edge-npu")]
+    files = write_fronts(load_tables([results]), targets, SEL, out, x="params")
+    for name in ("front.csv", "points.csv", "fronts.html", "front-cpu-ort-fp32.png", "front-cpu-ort-fp32.svg",
+                 "front-edge-npu.png", "front-edge-npu.svg"):
+        assert (out / name) in files and (out / name).stat().st_size > 0, name
+    assert (out / "front-edge-npu.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert b"<svg" in (out / "front-edge-npu.svg").read_bytes()[:2000]
+    front = pd.read_csv(out / "front.csv")
+    assert set(front.loc[front["target"] == "edge-npu", "key"]) == {"fast-int8", "fast-int8-twin", "tiny-w4"}
+    assert not front["key"].isin(published_points()["method"]).any()  # references never on a front
+    pts = pd.read_csv(out / "points.csv")
+    assert len(pts) == 2 * len(VARIANTS) and {"eligible", "reason", "on_front", "settings"} <= set(pts.columns)
+
+
+def test_html_is_one_self_contained_file(results: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    write_fronts(load_tables([results]), [get_target("cpu-ort-int8"), get_target("tv-chip")], SEL, out, x="params")
+    html = (out / "fronts.html").read_text(encoding="utf-8")
+    assert re.search(r"plotly\.js v\d", html)  # the library itself, inline (its license header)
+    assert len(html) > 1_000_000
+    assert not re.search(r"<script[^>]*\bsrc=", html)  # nothing loaded from elsewhere (no CDN)
+    assert html.count("<html") == 1
+    for name in ("arcnn-p50-int8", "tiny-w4", "cpu-ort-int8", "tv-chip (illustrative)", "IDCN",
+                 "published, not re-measured", "prune_ratio=0.5"):
+        assert name in html, name
+
+
+def test_export_fronts_every_selection(results: Path, tmp_path: Path) -> None:
+    files = export_fronts(results, ["edge-npu"], tmp_path / "fronts")
+    assert {f.parent.name for f in files} == {"live1-q10-idcn-rgb", "live1-q20-idcn-rgb"}
+    assert (tmp_path / "fronts" / "live1-q20-idcn-rgb" / "fronts.html").is_file()
+
+
+def test_cli(results: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cli"
+    assert main(["pareto", str(results), "--quality", "10", "--target", "tv-chip", "--x", "params",
+                 "--out", str(out)]) == 0
+    assert (out / "front-tv-chip.svg").is_file() and "front.csv" in capsys.readouterr().out
+    assert main(["pareto", str(results), "--target", "tv-chp", "--out", str(out)]) == 2
+    assert "did you mean 'tv-chip'" in capsys.readouterr().err
+    assert main(["pareto", str(results), "--out", str(out)]) == 2  # two JPEG qualities: choose one
+    assert "--quality" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_html_renders_in_headless_chromium(results: Path, tmp_path: Path) -> None:
+    browser = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+    if browser is None:
+        pytest.skip("no chromium binary (/usr/bin/chromium): the browser check needs one")
+    out = tmp_path / "out"
+    write_fronts(load_tables([results]), [get_target("cpu-ort-fp32")], SEL, out, x="params")
+    shot = tmp_path / "shot.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+                    "--window-size=1000,700", "--virtual-time-budget=5000", (out / "fronts.html").as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 10_000
