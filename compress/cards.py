@@ -13,8 +13,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compress.checkpoint import atomic_write_bytes, load_model
+from compress.checkpoint import load_model
 from compress.errors import CheckpointError
+from compress.fsio import atomic_write_bytes
 
 # RGB models are scored on RGB sets under idcn-rgb; Y models on the gray / Y sets under the Y protocols.
 RGB_SETS = ("live1", "b200", "kodak24")
@@ -108,12 +109,14 @@ def render_card(card: ModelCard) -> str:
         "",
         "| | |",
         "|---|---|",
-        f"| weights | `{card.weights_file}` ({card.weights_bytes / 1024:.0f} KiB, safetensors) — the best validation step |",
+        f"| weights | `{card.weights_file}` ({card.weights_bytes / 1024:.0f} KiB, safetensors) — the best "
+        "validation step |",
         f"| recipe | `{card.recipe}` — reproduce with `compress train --recipe {card.recipe}` |",
         f"| data | `{_short_path(c.get('images_dir', '?'))}` (BSDS500 train: 200 images), validation "
         f"`{c.get('val_dataset', '?')}` "
         f"(first {c.get('val_limit')}) |",
-        f"| steps | {card.steps:,} of batch {c.get('batch_size')} x {c.get('patch_size')}x{c.get('patch_size')} patches |",
+        f"| steps | {card.steps:,} of batch {c.get('batch_size')} x "
+        f"{c.get('patch_size')}x{c.get('patch_size')} patches |",
         f"| optimiser | Adam, lr {c.get('lr')} warm-up {c.get('warmup_steps')} + cosine, loss {c.get('loss')}, "
         f"init {card.init}, {c.get('precision')} |",
         f"| wall time | {card.wall_s / 60:.1f} min of training on {c.get('threads')} CPU thread(s) "

@@ -230,7 +230,10 @@ def _in_channels(model: nn.Module) -> int:
 def format_table(costs: list[ModelCost]) -> str:
     """The brief's table: params, TFLOPS and MB per resolution, published convention, then the true figures."""
     lines = []
-    head = f"{'model':<16} {'input':<8} {'params':>11} {'TFLOPS':>7} {'Mem(MB)':>9}   {'TFLOPS(true)':>12} {'peak act(MB)':>12}"
+    head = (
+        f"{'model':<16} {'input':<8} {'params':>11} {'TFLOPS':>7} {'Mem(MB)':>9}   "
+        f"{'TFLOPS(true)':>12} {'peak act(MB)':>12}"
+    )
     lines.append(head)
     lines.append("-" * len(head))
     for c in costs:
@@ -251,7 +254,9 @@ def format_comparison() -> str:
     """Layers / params of every registered model beside the brief's "network comparison" figures."""
     from compress.nets import MODELS, build_model
 
-    lines = [f"{'model':<16} {'family':<8} {'layers':>6} {'params':>12}   {'published (layers, params)':<26} description"]
+    lines = [
+        f"{'model':<16} {'family':<8} {'layers':>6} {'params':>12}   {'published (layers, params)':<26} description"
+    ]
     lines.append("-" * 100)
     for name in MODELS:
         spec = MODELS.get(name)

@@ -17,17 +17,15 @@ file and column; ``results/README.md`` is its output.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from compress.checkpoint import atomic_write_bytes
+from compress.fsio import atomic_write, atomic_write_bytes
 
 QUALITY_FILE = "quality.csv"
 COST_FILE = "cost.csv"
@@ -184,17 +182,6 @@ def now_iso() -> str:
 # tables
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _read(path: Path) -> Any:
     """A table, from its parquet twin when present (it keeps dtypes), else the CSV, else None."""
     import pandas as pd
@@ -208,8 +195,8 @@ def _read(path: Path) -> Any:
 
 
 def _write(df: Any, path: Path) -> None:
-    _atomic_write(path, lambda p: df.to_csv(p, index=False))
-    _atomic_write(path.with_suffix(".parquet"), lambda p: df.to_parquet(p, index=False))
+    atomic_write(path, lambda p: df.to_csv(p, index=False))
+    atomic_write(path.with_suffix(".parquet"), lambda p: df.to_parquet(p, index=False))
 
 
 def _lock(folder: Path) -> Any:

@@ -26,9 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from compress.checkpoint import EXTRA_PREFIX, atomic_write_bytes, read_checkpoint, save_checkpoint
+from compress.checkpoint import EXTRA_PREFIX, read_checkpoint, save_checkpoint
 from compress.data.patches import PatchBatches, PatchConfig, load_training_images
 from compress.errors import CheckpointError, TrainingError
+from compress.fsio import atomic_write_bytes
 from compress.nets import build_model, count_params
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -245,7 +246,7 @@ class Trainer:
             self.init_used = "given"
         self.model = model
         if cfg.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.loss_fn = loss_fn or default_loss(cfg)
         params = [p for p in self.model.parameters() if p.requires_grad] + list(extra_params or [])
         self.opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -298,7 +299,8 @@ class Trainer:
             raise CheckpointError(f"{last}: cannot resume, the run was started with other settings: {', '.join(diff)}")
         model_state = {k: v for k, v in tensors.items() if not k.startswith(EXTRA_PREFIX)}
         self.model.load_state_dict(model_state, strict=True)
-        _load_optimizer(self.opt, {k.removeprefix(EXTRA_PREFIX): v for k, v in tensors.items() if k.startswith(EXTRA_PREFIX)})
+        extra = {k.removeprefix(EXTRA_PREFIX): v for k, v in tensors.items() if k.startswith(EXTRA_PREFIX)}
+        _load_optimizer(self.opt, extra)
         st = json.loads((self.out / "state.json").read_text())
         self.state = RunState(**st)
         self.init_used = meta.get("init", self.init_used)
@@ -333,7 +335,9 @@ class Trainer:
         if resume:
             self.try_resume()
         elif (self.out / "last.safetensors").exists():
-            raise CheckpointError(f"{self.out}: already holds a run; pass --resume to continue it or pick another folder")
+            raise CheckpointError(
+                f"{self.out}: already holds a run; pass --resume to continue it or pick another folder"
+            )
         (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
         start = self.state.step
         if start >= cfg.steps:
@@ -363,7 +367,8 @@ class Trainer:
                 loss = self.loss_fn(self.model, x, y, out)
                 if not torch.isfinite(loss):
                     raise TrainingError(
-                        f"non-finite loss ({loss.item()}) at step {step}; the last good checkpoint is kept in {self.out}"
+                        f"non-finite loss ({loss.item()}) at step {step}; "
+                        f"the last good checkpoint is kept in {self.out}"
                     )
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -51,7 +51,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues(image_dir: Path, tmp_pat
     assert "interrupted" in err and "Traceback" not in err
     step = json.loads((out / "state.json").read_text())["step"]
     assert step > 0
-    model, meta = load_model(out / "last.safetensors")
+    _, meta = load_model(out / "last.safetensors")
     assert json.loads(meta["step"]) == step
 
 

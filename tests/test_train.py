@@ -116,7 +116,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(image_dir: Path, tm
         return loss * float("nan") if calls["n"] > 4 else loss
 
     t = Trainer(_cfg(image_dir, tmp_path / "n", val_dataset=""), loss_fn=loss_fn, progress=False)
-    with pytest.raises(TrainingError, match="non-finite loss .* at step 4"):
+    with pytest.raises(TrainingError, match=r"non-finite loss .* at step 4"):
         t.fit()
     kept = load_file(str(tmp_path / "n" / "last.safetensors"))
     assert all(torch.isfinite(v).all() for v in kept.values())

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from compress.data.jpeg import jpeg_roundtrip
     from compress.data.patches import list_images
     from compress.errors import DataError
-    from compress.inference import restore, model_channels
+    from compress.inference import model_channels, restore
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -39,6 +39,7 @@ from typing import IO
 
 from compress.data.datasets import resolve_data_root
 from compress.errors import DataError
+from compress.fsio import atomic_write_bytes
 from compress.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -339,18 +340,6 @@ def fetch_bytes(url: str) -> bytes:
         raise DataError(f"cannot download {url}: {exc}") from None
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _archive_members(path: Path) -> Iterator[tuple[str, bytes]]:
     """``(member path, bytes)`` for every regular file of a tar (any compression) or zip archive.
 
@@ -450,7 +439,7 @@ def _fetch_archive(
                     failed.append(f"{rel} (SHA-256 mismatch)")
                     seen.add(rel)
                 else:
-                    _write_atomic(target / rel, data)
+                    atomic_write_bytes(target / rel, data)
                     written.append(rel)
                     seen.add(rel)
                     bar.update(1)
@@ -490,7 +479,7 @@ def _fetch_files(
                     "source BMP SHA-256",
                     out_rel,
                 )
-        _write_atomic(target / out_rel, data)
+        atomic_write_bytes(target / out_rel, data)
         written.append(out_rel)
     return written, failed
 

@@ -231,7 +231,7 @@ def _save_weights(path: Path, model: nn.Module, meta: dict[str, Any], extra: dic
     """Stage checkpoints: the model's tensors only (the optimizer state is not needed to resume a stage)."""
     from safetensors.torch import save
 
-    from compress.checkpoint import atomic_write_bytes
+    from compress.fsio import atomic_write_bytes
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     text = {k: v if isinstance(v, str) else json.dumps(v, default=str) for k, v in meta.items()}
