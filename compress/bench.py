@@ -197,3 +197,32 @@ def run_training_bench(out: Path = BENCH_DIR, *, quick: bool = False) -> Path:
     rows = training_speed(models, settings, patches, threads=threads, peak=peak)
     dicts = [{**asdict(r), "peak_fp32_gflops": peak["fp32"], "peak_bf16_gflops": peak["bf16"]} for r in rows]
     return write_csv(out / "train_speed.csv", dicts)
+
+
+def evaluation_time(
+    models: Iterable[str], *, dataset: str = "live1", quality: int = 10, data_root: str | None = None,
+    threads: int = 2, limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Wall time of ``compress evaluate`` (whole pipeline: JPEG, inference, all three metrics) per model.
+
+    Weights are the architectures' initial ones: the time does not depend on their values.
+    """
+    from compress.evaluate import evaluate_model
+    from compress.nets import MODELS, build_model
+
+    torch.set_num_threads(threads)
+    rows = []
+    for name in ["jpeg", *models]:
+        model = None if name == "jpeg" else build_model(name, MODELS.get(name).default_channels).eval()
+        protocol = "idcn-rgb" if name == "jpeg" or MODELS.get(name).default_channels == 3 else "arcnn-y"
+        la = load_avg()
+        t0 = time.perf_counter()
+        res = evaluate_model(model, dataset, [quality], protocol, data_root=data_root, limit=limit, progress=False,
+                             model_name=name)
+        s = time.perf_counter() - t0
+        rows.append({"model": name, "dataset": dataset, "quality": quality, "protocol": protocol,
+                     "n_images": res[0].n_images, "seconds": round(s, 2),
+                     "seconds_per_image": round(s / res[0].n_images, 3), "threads": threads, "load_avg": la})
+        print(f"evaluate {name:10s} {dataset} q{quality}: {s:7.1f} s ({s / res[0].n_images:.2f} s/image), "
+              f"load {la}", flush=True)
+    return rows

@@ -13,8 +13,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         description="Run benchmarks and write CSVs under results/bench/. Run on an idle machine: the load "
         "average is recorded with every number.",
     )
-    p.add_argument("which", nargs="*", default=["loader", "train"], choices=["loader", "train", "latency"],
-                   help="which benchmarks (default: loader train)")
+    p.add_argument(
+        "which", nargs="*", default=["loader", "train", "eval"], choices=["loader", "train", "eval", "latency"],
+        help="which benchmarks (default: loader train eval)",
+    )
     p.add_argument("--out", default="results/bench")
     p.add_argument("--quick", action="store_true", help="fewer models / sizes")
     p.add_argument("--data-root", help="data root (default: $COMPRESS_DATA)")
@@ -36,6 +38,10 @@ def run(args: argparse.Namespace) -> int:
         print(bench.write_csv(out / "loader.csv", rows))
     if "train" in args.which:
         print(bench.run_training_bench(out, quick=args.quick))
+    if "eval" in args.which:
+        models = ["arcnn", "fast_arcnn"] if args.quick else ["arcnn", "fast_arcnn", "arcnn_y", "rdn_s", "idcn_s"]
+        rows = bench.evaluation_time(models, data_root=args.data_root)
+        print(bench.write_csv(out / "eval_time.csv", rows))
     if "latency" in args.which:
         from compress.deploy import run_latency_bench
 
