@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from compress.errors import CheckpointError
+from compress.errors import CheckpointError, CompressError
 from compress.fsio import atomic_write_bytes
 
 EXTRA_PREFIX = "_extra."
@@ -81,6 +81,31 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     return tensors, meta
 
 
+def checkpoint_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata of a safetensors checkpoint, reading its header only (cheap: no tensor is loaded).
+
+    A pickle-format file (``.pth``) has no metadata to read without loading it; it gives ``{}`` and is
+    checked when it is loaded (:func:`read_checkpoint`, weights only).
+
+    Raises:
+        CheckpointError: the file is missing, or not a readable safetensors file (truncated, corrupt).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: checkpoint not found")
+    with p.open("rb") as fh:
+        head = fh.read(8)
+    if head[:1] == _PICKLE_MAGIC[0] or head[:4] == _PICKLE_MAGIC[1]:
+        return {}
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(p), framework="pt") as fh:
+            return dict(fh.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{p}: corrupt or not a safetensors file ({exc})") from None
+
+
 def load_model(
     path: str | Path, arch: str | None = None, *, channels: int | None = None
 ) -> tuple[nn.Module, dict[str, str]]:
@@ -89,9 +114,11 @@ def load_model(
     ``arch``/``channels`` are needed for files without metadata (e.g. the reference ``.pth``); when
     the file names an architecture and ``arch`` disagrees, that is an error.
     """
-    from compress.nets import build_model
+    from compress.nets import MODELS, build_model
 
     p = Path(path)
+    if arch is not None:
+        MODELS.get(normalize_arch(arch))  # an unknown name fails first, listing the valid ones
     tensors, meta = read_checkpoint(p)
     file_arch = meta.get("arch")
     if arch is not None and file_arch is not None and normalize_arch(arch) != file_arch:
@@ -99,18 +126,26 @@ def load_model(
     name = file_arch or (normalize_arch(arch) if arch else None)
     if name is None:
         raise CheckpointError(f"{p}: file has no architecture metadata; pass --arch")
-    ch = int(meta["channels"]) if "channels" in meta else channels
-    kwargs = json.loads(meta.get("arch_kwargs", "{}"))
-    if "features" in kwargs:
-        kwargs["features"] = tuple(kwargs["features"])
-    model = build_model(name, ch, **kwargs)
+    try:  # the metadata is text anyone can write: a bad value is a bad checkpoint, not a crash
+        ch = int(meta["channels"]) if "channels" in meta else channels
+        kwargs = json.loads(meta.get("arch_kwargs", "{}"))
+        if not isinstance(kwargs, dict):
+            raise ValueError(f"arch_kwargs is a {type(kwargs).__name__}, not a mapping")
+        if "features" in kwargs:
+            kwargs["features"] = tuple(kwargs["features"])
+        model = build_model(name, ch, **kwargs)
+        ch = MODELS.get(name).default_channels if ch is None else ch
+    except CompressError as exc:
+        raise CheckpointError(f"{p}: {exc}") from None
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{p}: bad architecture metadata ({type(exc).__name__}: {exc})") from None
     state = {k: v for k, v in tensors.items() if not k.startswith(EXTRA_PREFIX)}
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).splitlines()
         raise CheckpointError(
-            f"{p}: weights do not fit architecture {name!r} with {ch} channels: {' '.join(first[:3])[:300]}"
+            f"{p}: weights do not fit architecture {name!r} with {ch} channel(s): {' '.join(first[:3])[:300]}"
         ) from None
     model.eval()
     return model, meta

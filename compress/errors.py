@@ -35,3 +35,14 @@ class TrainingError(CompressError):
 
 class ExportError(CompressError):
     """An ONNX export that fails, or whose onnxruntime output differs from torch."""
+
+
+class ConfigError(CompressError, ValueError):
+    """An invalid setting: a flag or configuration value out of range or of the wrong kind.
+
+    Also a :class:`ValueError`, so callers that validated settings with ``except ValueError`` keep working.
+    """
+
+
+class ShapeError(CompressError, ValueError):
+    """An image or tensor whose dtype, shape or channel count does not fit the model (also a ValueError)."""

@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from torch import nn
 
 from compress.data.datasets import Dataset, ImageItem, open_dataset
-from compress.errors import CheckpointError, DataError
+from compress.errors import CheckpointError, DataError, ShapeError
 from compress.inference import DEFAULT_OVERLAP, model_channels, restore
 from compress.protocols import SCORE_NAMES, Protocol, Scores, get_protocol
 
@@ -201,7 +201,11 @@ def evaluate_model(
         for item in ds:
             img = ds.load(item)
             for q in qs:
-                ref, jpeg = _pair_for(ds, item, img, q, proto)
+                try:
+                    ref, jpeg = _pair_for(ds, item, img, q, proto)
+                except DataError as exc:  # name the file: a folder may mix gray and colour images
+                    msg = str(exc)
+                    raise DataError(msg if msg.startswith(str(item.path)) else f"{item.path}: {msg}") from None
                 jpeg_scores = proto.score(ref, jpeg, which=metrics)
                 net = models[q]
                 if net is None:
@@ -209,7 +213,7 @@ def evaluate_model(
                 else:
                     try:
                         out = restore(net, jpeg, tile=tile, overlap=overlap, device=device)
-                    except ValueError as exc:  # shape or channel trouble: the model does not fit the data
+                    except ShapeError as exc:  # shape or channel trouble: the model does not fit the data
                         raise CheckpointError(f"{item.path}: {exc}") from None
                     scores = proto.score(ref, proto.finalize(out), which=metrics)
                 rows[q].append(ImageResult.of(item.name, q, scores, jpeg_scores))

@@ -21,6 +21,8 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
+from compress.errors import ConfigError, ShapeError
+
 ALIGN = 8
 DEFAULT_OVERLAP = 32
 
@@ -45,14 +47,14 @@ def tile_geometry(tile: int, overlap: int) -> tuple[int, int]:
     """``(step, overlap)`` actually used for ``tile`` / ``overlap``: overlap rounded up, step down to x8.
 
     Raises:
-        ValueError: a negative overlap, or a tile too small to keep a core of at least 8 pixels.
+        ConfigError: a negative overlap, or a tile too small to keep a core of at least 8 pixels.
     """
     if overlap < 0:
-        raise ValueError(f"overlap must be >= 0, got {overlap}")
+        raise ConfigError(f"overlap must be >= 0, got {overlap}")
     ov = _round_up(overlap, ALIGN)
     step = (tile - 2 * ov) // ALIGN * ALIGN
     if step < ALIGN:
-        raise ValueError(
+        raise ConfigError(
             f"tile {tile} is too small for overlap {overlap} (rounded to {ov}): need tile >= {2 * ov + ALIGN}"
         )
     return step, ov
@@ -99,17 +101,18 @@ def restore(
         float64, same shape as ``img``, values ``255 * model(img / 255)``.
 
     Raises:
-        ValueError: wrong dtype or shape, channel mismatch with the model, or a tile too small.
+        ShapeError: wrong dtype or shape, or a channel mismatch with the model (a CompressError and a ValueError).
+        ConfigError: a tile too small for the overlap.
     """
     a = np.asarray(img)
     if a.dtype != np.uint8:
-        raise ValueError(f"restore needs a uint8 image, got {a.dtype}")
+        raise ShapeError(f"restore needs a uint8 image, got {a.dtype}")
     if a.ndim not in (2, 3):
-        raise ValueError(f"restore needs an (H, W) or (H, W, C) image, got shape {a.shape}")
+        raise ShapeError(f"restore needs an (H, W) or (H, W, C) image, got shape {a.shape}")
     chw = a[None, :, :] if a.ndim == 2 else np.transpose(a, (2, 0, 1))
     want = model_channels(model)
     if want is not None and want != chw.shape[0]:
-        raise ValueError(f"model expects {want} input channel(s), the image has {chw.shape[0]}")
+        raise ShapeError(f"model expects {want} input channel(s), the image has {chw.shape[0]}")
     model = model.to(device).eval()
     x = torch.from_numpy(np.ascontiguousarray(chw, dtype=np.float32) / np.float32(255.0))[None].to(device)
     with torch.inference_mode():
@@ -118,6 +121,6 @@ def restore(
         else:
             y = _run_tiled(model, x, tile, overlap)
     if tuple(y.shape) != tuple(x.shape):
-        raise ValueError(f"model changed the image shape: {tuple(x.shape)} -> {tuple(y.shape)}")
+        raise ShapeError(f"model changed the image shape: {tuple(x.shape)} -> {tuple(y.shape)}")
     out = y[0].detach().to("cpu", torch.float64).numpy() * 255.0
     return out[0] if a.ndim == 2 else np.ascontiguousarray(np.transpose(out, (1, 2, 0)))

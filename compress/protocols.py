@@ -104,7 +104,11 @@ class Protocol:
         if self.color is Color.Y:
             return rgb_to_y_u8(img) if img.ndim == 3 else img
         if img.ndim != 3 or img.shape[2] != 3:
-            raise DataError(f"protocol {self.name!r} needs RGB images, got an image of shape {img.shape}")
+            kind = "a gray image" if img.ndim == 2 else f"an image of shape {img.shape}"
+            raise DataError(
+                f"protocol {self.name!r} needs RGB images, got {kind}; score gray images with a Y protocol "
+                "(arcnn-y, fbcnn-y)"
+            )
         return img
 
     def degrade(self, img: U8, quality: int) -> tuple[U8, U8]:

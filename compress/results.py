@@ -205,6 +205,14 @@ def _lock(folder: Path) -> Any:
     return FileLock(str(folder / ".tables.lock"), timeout=600)
 
 
+def _remove_stale_temps(tables: Sequence[Path]) -> None:
+    """Delete temporary files a killed writer left beside ``tables`` (call under the lock: no writer is live)."""
+    for table in tables:
+        for t in (table, table.with_suffix(".parquet")):
+            for tmp in t.parent.glob(f".{t.name}.*.tmp"):
+                tmp.unlink(missing_ok=True)
+
+
 def _merge(old: Any, rows: Sequence[dict[str, Any]], key: Sequence[str], columns: Sequence[str]) -> Any:
     import pandas as pd
 
@@ -234,6 +242,7 @@ def append_rows(path: Path, rows: Sequence[dict[str, Any]], key: Sequence[str], 
     """Add ``rows`` to the table at ``path`` (CSV + parquet), replacing rows with the same key; returns the table."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with _lock(path.parent):
+        _remove_stale_temps([path])
         df = _merge(_read(path), rows, key, columns)
         _write(df, path)
     return df
@@ -264,6 +273,7 @@ def write_tables(
     """Append a variant's quality and cost rows to ``folder``'s tables and refresh ``variants.csv``, atomically."""
     folder.mkdir(parents=True, exist_ok=True)
     with _lock(folder):
+        _remove_stale_temps([folder / QUALITY_FILE, folder / COST_FILE, folder / VARIANTS_FILE])
         q = _merge(_read(folder / QUALITY_FILE), quality_rows, QUALITY_KEY, list(QUALITY_COLUMNS))
         _write(q, folder / QUALITY_FILE)
         c = _merge(_read(folder / COST_FILE), cost_rows, COST_KEY, list(COST_COLUMNS))

@@ -49,7 +49,10 @@ class RunOptions:
         data_root: the data root (default ``$COMPRESS_DATA``).
         force: re-run variants that are already done.
         progress: progress bars.
-        threads: torch threads (default: torch's current setting).
+        threads: torch threads (default: torch's current setting; a fair share of the cores per worker).
+        executor: how variants run: ``sequential``, ``local`` or ``ray`` (:mod:`compress.executors`).
+        workers: concurrent variants of the ``local`` and ``ray`` executors.
+        address: the Ray cluster to join (``auto``, ``ray://host:10001``); default: start a local one.
     """
 
     results_dir: Path = Path("results")
@@ -57,6 +60,9 @@ class RunOptions:
     force: bool = False
     progress: bool = True
     threads: int | None = None
+    executor: str = "sequential"
+    workers: int | None = None
+    address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -161,6 +167,45 @@ def describe(variant: Variant) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# data check
+
+
+def _trains(recipe: Recipe) -> bool:
+    """Whether any stage reads training patches (training, calibration, taylor importance)."""
+    for st in recipe.stages:
+        if isinstance(st, PruneStage):
+            if st.importance is Importance.taylor:
+                return True
+        elif not isinstance(st, ExportStage):
+            return True
+    return False
+
+
+def check_data(variants: Sequence[Variant], data_root: str | None) -> None:
+    """Open every data set the variants read (or its fallback) before anything runs or is written.
+
+    Only the file lists are read, not the images: a missing data root, folder or empty set fails here,
+    not after a variant has trained for an hour.
+
+    Raises:
+        DataError: a data set is missing or empty and the recipe has no fallback for it.
+        RegistryError: an unknown data set name.
+    """
+    from compress.stages.base import open_dataset_or_fallback
+
+    seen: set[tuple[str, int | None, str | None]] = set()
+    for v in variants:
+        d = v.recipe.data
+        wanted = [(name, d.limit) for name in d.eval]
+        if _trains(v.recipe):
+            wanted.append((d.train, d.train_limit))
+        for name, limit in wanted:
+            if (name, limit, d.fallback) not in seen:
+                seen.add((name, limit, d.fallback))
+                open_dataset_or_fallback(name, data_root, limit, d.fallback, lambda _msg: None)
+
+
+# ---------------------------------------------------------------------------------------------
 # running one variant
 
 
@@ -212,15 +257,15 @@ def run_variant(variant: Variant, opts: RunOptions, out: Callable[[str], None] =
     done = results.read_done(folder)
     if done is not None and done.get("run_key") == key and not opts.force:
         return VariantOutcome(r.name, variant.id, "skipped", folder)
-    if folder.exists():
-        shutil.rmtree(folder)  # a stale or forced variant starts clean: no mix of old and new artifacts
-    folder.mkdir(parents=True)
     t0 = time.perf_counter()
     torch.manual_seed(r.seed)
     ctx = StageContext(
         r, folder, data_root=opts.data_root, threads=opts.threads or torch.get_num_threads(), progress=opts.progress
     )
-    model, base = load_student_or_teacher(r.student, r.data.channels, "student", ctx.note)
+    model, base = load_student_or_teacher(r.student, r.data.channels, "student", ctx.note)  # a bad file: no folder
+    if folder.exists():
+        shutil.rmtree(folder)  # a stale, interrupted or forced variant starts clean: no mix of old and new artifacts
+    folder.mkdir(parents=True)
     header = f"# variant {variant.id} of {variant.source}; resolved (no sweep)\n"
     results.write_yaml(folder / "recipe.yaml", variant.resolved(), header)
     stages = list(r.stages)
@@ -283,7 +328,7 @@ def run_recipes(
 
     Raises:
         RecipeError: any recipe is invalid (nothing has run).
-        CompressError: a variant failed (the variants before it are recorded).
+        CompressError: a variant failed (sequential: the variants before it are recorded; local, ray: all others).
     """
     opts = options or RunOptions()
     files = load_recipes(paths, check_files=not dry_run)
@@ -295,10 +340,7 @@ def run_recipes(
             out(f"{v.recipe.name + '/' + v.id:<44} {est['params']:>9,} {est['tflops_720p30']:>13.3f}  {describe(v)}")
         out(f"{len(variants)} variant(s); cost estimated from a fresh student with the prune stages' shapes")
         return [VariantOutcome(v.recipe.name, v.id, "planned", variant_dir(opts.results_dir, v)) for v in variants]
-    outcomes = []
-    for i, v in enumerate(variants, 1):
-        out(f"[{i}/{len(variants)}] {v.recipe.name}/{v.id}: {describe(v)}")
-        o = run_variant(v, opts, out)
-        out(f"  {o.status}" + (f" in {o.seconds:.0f} s" if o.status == "ran" else " (done before; --force re-runs)"))
-        outcomes.append(o)
-    return outcomes
+    check_data(variants, opts.data_root)
+    from compress.executors import run_variants
+
+    return run_variants(variants, opts, out)

@@ -26,9 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from compress import distributed
 from compress.checkpoint import EXTRA_PREFIX, read_checkpoint, save_checkpoint
 from compress.data.patches import PatchBatches, PatchConfig, load_training_images
-from compress.errors import CheckpointError, TrainingError
+from compress.errors import CheckpointError, ConfigError, TrainingError
 from compress.fsio import atomic_write_bytes
 from compress.nets import build_model, count_params
 
@@ -68,9 +69,48 @@ class TrainConfig:
     data_root: str | None = None
     image_limit: int | None = None
 
+    def __post_init__(self) -> None:
+        problems = config_problems(self)
+        if problems:
+            raise ConfigError("invalid training settings: " + "; ".join(problems))
+
     @property
     def channels(self) -> int:
         return 3 if self.color == "rgb" else 1
+
+
+def config_problems(cfg: TrainConfig) -> list[str]:
+    """Every out-of-range or unknown value of ``cfg`` (flags use the same names with dashes), or ``[]``."""
+    out: list[str] = []
+
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            out.append(msg)
+
+    need(8 <= cfg.patch_size <= 512, f"patch_size must be in 8..512, got {cfg.patch_size}")
+    need(cfg.batch_size >= 1, f"batch_size must be at least 1, got {cfg.batch_size}")
+    need(cfg.steps >= 1, f"steps must be at least 1, got {cfg.steps}")
+    need(math.isfinite(cfg.lr) and 0 < cfg.lr <= 1, f"lr must be in (0, 1], got {cfg.lr}")
+    need(0 <= cfg.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], got {cfg.min_lr_ratio}")
+    need(cfg.warmup_steps >= 0, f"warmup_steps must be >= 0, got {cfg.warmup_steps}")
+    need(cfg.weight_decay >= 0, f"weight_decay must be >= 0, got {cfg.weight_decay}")
+    need(cfg.grad_clip >= 0, f"grad_clip must be >= 0, got {cfg.grad_clip}")
+    need(bool(cfg.qualities), "give at least one JPEG quality")
+    bad_q = [q for q in cfg.qualities if not 1 <= q <= 100]
+    need(not bad_q, f"JPEG quality must be in 1..100, got {', '.join(map(str, bad_q))}")
+    need(cfg.color in ("rgb", "y"), f"unknown color {cfg.color!r}; valid: rgb, y")
+    need(cfg.loss in ("l1", "l2"), f"unknown loss {cfg.loss!r}; valid: l1, l2")
+    need(cfg.init in ("reference", "identity", "kaiming"),
+         f"unknown init {cfg.init!r}; valid: reference, identity, kaiming")
+    need(cfg.precision in ("fp32", "bf16"), f"unknown precision {cfg.precision!r}; valid: fp32, bf16")
+    need(cfg.threads >= 1, f"threads must be at least 1, got {cfg.threads}")
+    need(cfg.workers >= 0, f"workers must be >= 0, got {cfg.workers}")
+    need(cfg.val_every >= 1, f"val_every must be at least 1, got {cfg.val_every}")
+    need(cfg.ckpt_every >= 1, f"ckpt_every must be at least 1, got {cfg.ckpt_every}")
+    for key in ("val_limit", "image_limit"):
+        v = getattr(cfg, key)
+        need(v is None or v >= 1, f"{key} must be at least 1, got {v}")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,8 +246,9 @@ class Validator:
         from compress.inference import restore
 
         was_training = model.training
+        dev = _device_of(model)  # restore() moves the model: keep it where training has it
         scores = [
-            self.protocol.score(ref, self.protocol.finalize(restore(model, jpg)), which=("psnr",)).psnr
+            self.protocol.score(ref, self.protocol.finalize(restore(model, jpg, device=dev)), which=("psnr",)).psnr
             for ref, jpg in self.items
         ]
         model.train(was_training)
@@ -244,7 +285,11 @@ class Trainer:
             self.init_used = init_model_(model, cfg.init)
         else:
             self.init_used = "given"
-        self.model = model
+        if distributed.is_distributed() and extra_params:
+            raise TrainingError("distributed training does not synchronise extra parameters (distillation hints)")
+        self.device = distributed.device()
+        self.main = distributed.rank() == 0  # only rank 0 validates, logs and writes files
+        self.model = model.to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.loss_fn = loss_fn or default_loss(cfg)
@@ -254,6 +299,7 @@ class Trainer:
         self.save_fn = save_fn
         self.progress = progress
         self.state = RunState()
+        self._patches: PatchBatches | None = None
 
     # -- persistence -------------------------------------------------------------------------
     def _meta(self) -> dict[str, Any]:
@@ -267,6 +313,8 @@ class Trainer:
         }
 
     def _save(self, name: str, *, with_optimizer: bool) -> None:
+        if not self.main:
+            return
         extra = _optimizer_tensors(self.opt) if with_optimizer else {}
         path = self.out / name
         if self.save_fn is not None:
@@ -308,6 +356,8 @@ class Trainer:
 
     # -- logging -----------------------------------------------------------------------------
     def _log(self, row: dict[str, Any]) -> None:
+        if not self.main:
+            return
         path = self.out / "log.csv"
         new = not path.exists()
         with path.open("a", newline="") as fh:
@@ -317,11 +367,21 @@ class Trainer:
             w.writerow(row)
 
     # -- main --------------------------------------------------------------------------------
+    def training_images(self) -> list[np.ndarray]:
+        """The decoded training images (the folder ``cfg.images_dir``); subclasses feed others."""
+        return load_training_images(self.cfg.images_dir, limit=self.cfg.image_limit)
+
+    def patch_batches(self) -> PatchBatches:
+        """The training pairs, built once: bad or too small images raise :class:`DataError` here."""
+        if self._patches is None:
+            c = self.cfg
+            pcfg = PatchConfig(c.patch_size, c.batch_size, c.qualities, c.color, c.augment, c.seed)
+            self._patches = PatchBatches(self.training_images(), pcfg)
+        return self._patches
+
     def batches(self, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         cfg = self.cfg
-        images = load_training_images(cfg.images_dir, limit=cfg.image_limit)
-        pcfg = PatchConfig(cfg.patch_size, cfg.batch_size, cfg.qualities, cfg.color, cfg.augment, cfg.seed)
-        ds = PatchBatches(images, pcfg)
+        ds = self.patch_batches()
         loader = torch.utils.data.DataLoader(
             ds, batch_size=None, sampler=range(start, cfg.steps), num_workers=cfg.workers,
             persistent_workers=False, prefetch_factor=4 if cfg.workers else None,
@@ -331,18 +391,22 @@ class Trainer:
     def fit(self, *, resume: bool = False) -> RunState:
         cfg = self.cfg
         torch.set_num_threads(cfg.threads)
-        self.out.mkdir(parents=True, exist_ok=True)
+        distributed.check_batch(cfg.batch_size)
         if resume:
             self.try_resume()
         elif (self.out / "last.safetensors").exists():
             raise CheckpointError(
                 f"{self.out}: already holds a run; pass --resume to continue it or pick another folder"
             )
-        (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
         start = self.state.step
         if start >= cfg.steps:
             return self.state
+        self.patch_batches()  # missing, unreadable or too small images fail before anything is written
+        self.out.mkdir(parents=True, exist_ok=True)
+        if self.main:
+            atomic_write_bytes(self.out / "config.json", json.dumps(asdict(cfg), indent=1).encode())
         self.model.train()
+        net = distributed.wrap(self.model)  # DDP under a process group; checkpoints keep the unwrapped model
         interrupted = False
 
         def on_sigint(signum: int, frame: Any) -> None:
@@ -350,7 +414,7 @@ class Trainer:
             interrupted = True
 
         old = signal.signal(signal.SIGINT, on_sigint) if _main_thread() else None
-        bar = _bar(cfg.steps, start, self.progress, desc=f"train {cfg.arch}")
+        bar = _bar(cfg.steps, start, self.progress and self.main, desc=f"train {cfg.arch}")
         t_last = time.perf_counter()
         run_loss = 0.0
         n_loss = 0
@@ -358,18 +422,22 @@ class Trainer:
         try:
             for x, y in self.batches(start):
                 step = self.state.step
+                x, y = distributed.shard(x).to(self.device), distributed.shard(y).to(self.device)
                 if cfg.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 for g in self.opt.param_groups:
                     g["lr"] = lr_at(cfg, step)
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-                    out = self.model(x)
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
+                    out = net(x)
                 loss = self.loss_fn(self.model, x, y, out)
-                if not torch.isfinite(loss):
-                    raise TrainingError(
-                        f"non-finite loss ({loss.item()}) at step {step}; "
+                loss_all = distributed.mean(loss.detach())  # the global loss: all ranks stop together on NaN
+                if not torch.isfinite(loss_all):
+                    kept = (
                         f"the last good checkpoint is kept in {self.out}"
+                        if (self.out / "last.safetensors").exists()
+                        else "no checkpoint was written yet (check the input weights, lr and data)"
                     )
+                    raise TrainingError(f"non-finite loss ({loss.item()}) at step {step}; {kept}")
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip > 0:
@@ -381,12 +449,12 @@ class Trainer:
                 self.state.wall_s += now - t_last
                 t_last = now
                 self.state.step = step + 1
-                loss_val = float(loss.detach())
+                loss_val = float(loss_all)
                 run_loss += loss_val
                 n_loss += 1
                 bar.update(1)
                 done = self.state.step == cfg.steps
-                if self.validator is not None and (self.state.step % cfg.val_every == 0 or done):
+                if self.main and self.validator is not None and (self.state.step % cfg.val_every == 0 or done):
                     t_val = time.perf_counter()
                     psnr = self.validator(self.model)
                     t_last += time.perf_counter() - t_val  # validation is not training time
@@ -401,9 +469,10 @@ class Trainer:
                     bar.set_postfix(loss=f"{loss_val:.5f}", val=f"{psnr:.3f}", best=f"{self.state.best_psnr:.3f}")
                 elif self.state.step % 10 == 0:
                     bar.set_postfix(loss=f"{loss_val:.5f}", best=f"{self.state.best_psnr:.3f}")
-                if self.state.step % cfg.ckpt_every == 0 or done or interrupted:
+                stop = distributed.any_rank(interrupted)  # one rank may see Ctrl-C a step before the others
+                if self.state.step % cfg.ckpt_every == 0 or done or stop:
                     self.checkpoint()
-                if interrupted:
+                if stop:
                     break
         finally:
             bar.close()
@@ -411,10 +480,16 @@ class Trainer:
                 signal.signal(signal.SIGINT, old)
         if self.validator is None and not interrupted:
             self._save("best.safetensors", with_optimizer=False)
-        plot_curve(self.out)
+        if self.main:
+            plot_curve(self.out)
         if interrupted:
             raise KeyboardInterrupt
         return self.state
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    """Where ``model``'s parameters are (the CPU for a model without any)."""
+    return next(model.parameters(), torch.empty(0)).device
 
 
 def _main_thread() -> bool:
@@ -464,7 +539,7 @@ def plot_curve(out: Path) -> Path | None:
 def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, validate: bool = True) -> Trainer:
     """Build the model, train it per ``cfg`` and return the trainer (weights in ``cfg.outputs_dir``)."""
     os.environ.setdefault("OMP_NUM_THREADS", str(cfg.threads))
-    validator = Validator(cfg) if validate and cfg.val_dataset else None
+    validator = Validator(cfg) if validate and cfg.val_dataset and distributed.rank() == 0 else None
     trainer = Trainer(cfg, validator=validator, progress=progress)
     trainer.fit(resume=resume)
     return trainer

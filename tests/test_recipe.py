@@ -257,6 +257,124 @@ def test_fuzz_recipes_validate_or_raise_recipe_error(edits: list[tuple[str, Any]
         assert str(exc).startswith("fuzz.yaml:")
 
 
+def _key_paths(node: Any, prefix: str = "") -> list[str]:
+    """Every dotted key path of a parsed document, inner nodes included."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
+    out: list[str] = []
+    for k, v in items:
+        path = f"{prefix}{k}"
+        out += [path, *_key_paths(v, path + ".")]
+    return out
+
+
+BASE_PATHS = _key_paths(yaml.safe_load(BASE))
+WRONG_VALUES: list[Any] = [None, "x", -1, 0, 1.5, float("nan"), True, [], {}, [[1]], {"a": {"b": [None]}}, "1e-4"]
+
+
+def _parse_edited(edits: list[tuple[str, Any]], drop: str | None = None) -> None:
+    """BASE with values set at dotted paths (and one path removed): valid, or one RecipeError naming the file."""
+    doc = yaml.safe_load(BASE)
+    for path, value in edits:
+        set_path(doc, path, value)
+    if drop is not None:
+        *parents, leaf = drop.split(".")
+        holder: Any = doc
+        for part in parents:
+            holder = holder[int(part)] if isinstance(holder, list) else holder[part]
+        del holder[int(leaf) if isinstance(holder, list) else leaf]
+    try:
+        parse_recipe(yaml.safe_dump(doc), "fuzz.yaml")
+    except RecipeError as exc:
+        assert all(line.startswith("fuzz.yaml:") for line in str(exc).splitlines()), str(exc)
+
+
+@pytest.mark.parametrize("path", BASE_PATHS)
+def test_wrong_value_at_every_key_is_a_recipe_error(path: str) -> None:
+    """Every key of a valid recipe, given every kind of wrong value, or removed: RecipeError or valid, never a crash."""
+    assert len(BASE_PATHS) > 15
+    for value in WRONG_VALUES:
+        _parse_edited([(path, value)])
+    _parse_edited([], drop=path)
+
+
+_key_text = st.one_of(st.sampled_from(["type", "ratio", "arch", "teacher", "stages", "0", "", "sweep", "axes"]),
+                      st.text(max_size=5))
+_deep_values = st.recursive(
+    _scalars | st.just("folder:") | st.sampled_from(["arcnn", "rdn_s", "prune", "distill", "embedded", "l1"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_key_text, inner, max_size=4),
+    max_leaves=25,
+)
+_any_path = st.one_of(
+    st.sampled_from(BASE_PATHS),
+    st.builds(lambda p, k: f"{p}.{k}" if p else k, st.sampled_from(["", *BASE_PATHS]), _key_text.filter(bool)),
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(edits=st.lists(st.tuples(_any_path, _deep_values), min_size=1, max_size=4))
+def test_fuzz_nested_edits_anywhere(edits: list[tuple[str, Any]]) -> None:
+    """Deeply nested values at existing and new keys of every level (unknown keys included)."""
+    doc = yaml.safe_load(BASE)
+    kept = []
+    for path, value in edits:
+        try:
+            set_path(doc, path, value)
+        except KeyError:
+            continue
+        kept.append((path, value))
+    _parse_edited(kept)
+
+
+_YAML_NOISE = st.text(alphabet=list("[]{}:,-&*!?|>'\"#%@`~\n\t .<=0123456789abcxyz\\\x00\x85\ufeff"), max_size=6)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cuts=st.lists(st.tuples(st.integers(0, len(BASE)), st.integers(0, 8), _YAML_NOISE), min_size=1, max_size=4))
+def test_fuzz_yaml_text_mutations(cuts: list[tuple[int, int, str]]) -> None:
+    """The valid text with spans replaced by YAML punctuation, anchors, tags, tabs, NULs and BOMs."""
+    text = BASE
+    for at, length, noise in cuts:
+        at = min(at, len(text))
+        text = text[:at] + noise + text[at + length :]
+    try:
+        parse_recipe(text, "fuzz.yaml")
+    except RecipeError as exc:
+        assert all(line.startswith("fuzz.yaml:") for line in str(exc).splitlines()), str(exc)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("name: x\nstudent: &a [*a]\n", "an alias refers to itself"),
+        ("name: x\nstudent: " + "[" * 600 + "]" * 600 + "\n", "nested deeper than"),
+        ("name: x\nstudent: " + "{a: " * 40 + "1" + "}" * 40 + "\n", "nested deeper than 32 levels"),
+        ("a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+            f"{c}: &{c} [{', '.join([f'*{p}'] * 10)}]\n" for p, c in zip("abcdefg", "bcdefgh", strict=True)),
+         "more than 100000 values"),
+        ("name: x\nseed: " + "9" * 5000 + "\n", "fuzz.yaml:2: malformed YAML"),
+        ("name: !!python/object/apply:os.system [echo]\n", "name: Input should be a valid string"),
+        ("name: !!python/name:os.system\n", "malformed YAML"),
+        ("? [a, b]\n: c\n", "a mapping key must be a plain value"),
+    ],
+    ids=["self-alias", "deep-text", "deep-mapping", "billion-laughs", "huge-int", "python-tag-list", "python-tag",
+         "list-key"],
+)
+def test_hostile_yaml_is_refused_quickly(text: str, message: str) -> None:
+    """Documents built to crash or hang a loader: one RecipeError, in well under a second each."""
+    import time
+
+    t0 = time.perf_counter()
+    with pytest.raises(RecipeError, match=re.escape(message)):
+        parse_recipe(text, "fuzz.yaml")
+    assert time.perf_counter() - t0 < 5
+
+
+def test_sweep_size_is_bounded(tmp_path: Path) -> None:
+    axes = "".join(f"    stages.{i}.seed: [{', '.join(str(v) for v in range(12))}]\n" for i in (1, 2, 2))
+    line = one_error(tmp_path, BASE + "sweep:\n  axes:\n" + axes.replace("stages.2.seed: [", "seed: [", 1))
+    assert ":18: sweep: 1728 variants; at most 1000" in line
+
+
 # --- CLI ------------------------------------------------------------------------------------------
 
 

@@ -67,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
     elif args.weights is None:
         from compress.nets import build_model
 
+        model = build_model(args.model)  # an unknown name fails before the warning
         print(f"compress: warning: no --weights: evaluating an untrained {args.model}", file=sys.stderr)
-        model = build_model(args.model)
     elif "{q}" in args.weights:
         model = {q: load_weights(args.model, weights_for_quality(args.weights, q)) for q in args.quality}
     else:

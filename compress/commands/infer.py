@@ -25,6 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
+    """Check every setting and load the model and the first image before anything is written."""
+    import io
+
     import numpy as np
     import torch
     from PIL import Image
@@ -34,27 +37,45 @@ def run(args: argparse.Namespace) -> int:
     from compress.data.images import load_image
     from compress.data.jpeg import jpeg_roundtrip
     from compress.data.patches import list_images
-    from compress.errors import DataError
-    from compress.inference import model_channels, restore
+    from compress.errors import ConfigError, DataError
+    from compress.fsio import atomic_write_bytes
+    from compress.inference import DEFAULT_OVERLAP, model_channels, restore, tile_geometry
 
+    if args.jpeg_quality is not None and not 1 <= args.jpeg_quality <= 100:
+        raise ConfigError(f"--jpeg-quality must be in 1..100, got {args.jpeg_quality}")
+    if args.tile:
+        try:
+            tile_geometry(args.tile, DEFAULT_OVERLAP)
+        except ConfigError as exc:
+            raise ConfigError(f"--tile: {exc}") from None
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, _meta = load_model(args.weights, args.arch)
-    channels = model_channels(model) or 3
     src = Path(args.image)
-    files = list_images(src) if src.is_dir() else [src]
     if not src.exists():
         raise DataError(f"{src}: no such file or folder")
+    files = list_images(src) if src.is_dir() else [src]
+    model, _meta = load_model(args.weights, args.arch)
+    channels = model_channels(model) or 3
+    mode = "rgb" if channels == 3 else "gray"
+    first = load_image(files[0], mode=mode)  # a bad first image fails before the output folder exists
     out_dir = Path(args.outputs_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for f in tqdm(files, desc="restore", disable=len(files) < 2):
-        img = load_image(f, mode="rgb" if channels == 3 else "gray")
+
+    def save_png(arr: np.ndarray, dest: Path) -> None:  # whole files only, even if killed half-way
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, format="PNG")
+        atomic_write_bytes(dest, buf.getvalue())
+
+    for i, f in enumerate(tqdm(files, desc="restore", disable=len(files) < 2)):
+        img = first if i == 0 else load_image(f, mode=mode)
         if args.jpeg_quality is not None:
             img = jpeg_roundtrip(img, args.jpeg_quality)
-            Image.fromarray(img).save(out_dir / f"{f.stem}_jpeg_q{args.jpeg_quality}.png")
+            save_png(img, out_dir / f"{f.stem}_jpeg_q{args.jpeg_quality}.png")
         y = restore(model, img, tile=args.tile or None)
         out = np.clip(np.round(y), 0, 255).astype(np.uint8)
         dest = out_dir / f"{f.stem}_{_meta.get('arch', args.arch or 'model')}.png"
-        Image.fromarray(out).save(dest)
+        save_png(out, dest)
         print(dest)
     return 0

@@ -8,6 +8,8 @@ from typing import Any
 
 def register(sub: Any) -> None:
     """Add the ``run`` sub-command."""
+    from compress.executors import EXECUTORS  # light: the executors import their backends when they run
+
     p = sub.add_parser(
         "run",
         help="run compression recipes (prune, distill, finetune, quantize, export) and record the results",
@@ -22,7 +24,14 @@ def register(sub: Any) -> None:
     p.add_argument("--force", action="store_true", help="re-run variants that are already done")
     p.add_argument("--data-root", metavar="DIR", help="data root (default: $COMPRESS_DATA)")
     p.add_argument("--results", default="results", metavar="DIR", help="results root (default: results)")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's default)")
+    p.add_argument("--threads", type=int,
+                   help="torch threads per variant (default: torch's default; with --workers N, cores // N)")
+    p.add_argument("--executor", default="sequential", choices=EXECUTORS.names(),
+                   help="sequential (default); local: a pool of --workers processes; ray: one Ray task per variant "
+                   "(needs pip install 'compress[ray]')")
+    p.add_argument("--workers", type=int, metavar="N", help="variants at once (--executor local: default one per core)")
+    p.add_argument("--address", metavar="ADDR",
+                   help="Ray cluster to join (auto, ray://HOST:10001); default: start a local one")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -39,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     warnings.filterwarnings("ignore", message="This API is being deprecated")  # thop, inside compress.cost
     opts = RunOptions(
         results_dir=Path(args.results), data_root=args.data_root, force=args.force,
-        progress=not args.no_progress, threads=args.threads,
+        progress=not args.no_progress, threads=args.threads, executor=args.executor, workers=args.workers,
+        address=args.address,
     )
     outcomes = run_recipes(args.recipes, only=args.only, dry_run=args.dry_run, options=opts)
     if not args.dry_run:

@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--data-root", help="data root (default: $COMPRESS_DATA)")
     p.add_argument("--resume", action="store_true", help="continue the run in --outputs-dir exactly")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the processes torchrun starts (gloo on CPU, nccl on GPU); --batch-size "
+                   "stays the global batch; only rank 0 validates and writes")
     p.set_defaults(func=run)
 
 
@@ -93,18 +96,32 @@ def run(args: argparse.Namespace) -> int:
     elif args.num_epochs is not None:
         from compress.data.patches import list_images
 
+        if args.num_epochs < 1:
+            raise CompressError(f"--num-epochs must be at least 1, got {args.num_epochs}")
+
         n = len(list_images(images_dir))
         base["steps"] = steps_for_epochs(args.num_epochs, n, int(base.get("batch_size", 16)))  # type: ignore[call-overload]
     if not args.recipe and args.use_augmentation is None:
         base["augment"] = False
     if "outputs_dir" not in base:
         raise CompressError("give --outputs-dir (or --recipe)")
-    threads = args.threads or os.cpu_count() or 1
+    procs = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if args.distributed else 1  # ranks share a node's cores
+    threads = args.threads or max(1, (os.cpu_count() or 1) // procs)
     cfg = TrainConfig(
         images_dir=images_dir, threads=threads, workers=args.workers, data_root=args.data_root, **base  # type: ignore[arg-type]
     )
-    trainer = train(cfg, resume=args.resume, progress=not args.no_progress)
+    if args.distributed:
+        from compress import distributed
+
+        distributed.init_from_env()
+    try:
+        trainer = train(cfg, resume=args.resume, progress=not args.no_progress)
+    finally:
+        if args.distributed:
+            distributed.shutdown()
     st = trainer.state
+    if not trainer.main:
+        return 0
     print(
         f"trained {cfg.arch} for {st.step} steps in {st.wall_s / 60:.1f} min; best validation PSNR "
         f"{st.best_psnr:.3f} dB at step {st.best_step}; weights: {Path(cfg.outputs_dir) / 'best.safetensors'}"

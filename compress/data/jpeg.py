@@ -14,6 +14,8 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from compress.errors import ConfigError, ShapeError
+
 U8 = NDArray[np.uint8]
 
 
@@ -39,7 +41,7 @@ def jpeg_roundtrip(img: U8, quality: int, *, subsampling: int | None = None) -> 
     if img.dtype != np.uint8:
         raise TypeError(f"jpeg_roundtrip needs uint8, got {img.dtype}")
     if not 1 <= quality <= 100:
-        raise ValueError(f"JPEG quality must be in 1..100, got {quality}")
+        raise ConfigError(f"JPEG quality must be in 1..100, got {quality}")
     mode = "L" if img.ndim == 2 else "RGB"
     buf = io.BytesIO()
     kwargs: dict[str, int] = {"quality": int(quality)}
@@ -61,8 +63,8 @@ def degrade(img: U8, quality: int, color: str) -> tuple[U8, U8]:
         ref = rgb_to_y_u8(img) if img.ndim == 3 else img
     elif color == "rgb":
         if img.ndim != 3:
-            raise ValueError("colour 'rgb' needs an RGB image, got a gray one")
+            raise ShapeError("colour 'rgb' needs an RGB image, got a gray one")
         ref = img
     else:
-        raise ValueError(f"unknown colour {color!r}; valid: rgb, y")
+        raise ConfigError(f"unknown colour {color!r}; valid: rgb, y")
     return ref, jpeg_roundtrip(ref, quality)

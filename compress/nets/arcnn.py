@@ -135,6 +135,12 @@ def load_matlab_arcnn(path: str | Path) -> dict[str, torch.Tensor]:
             b = np.asarray(mat[f"biases_{name}"], dtype=np.float64).reshape(-1)
         except KeyError as exc:
             raise CheckpointError(f"{p}: missing {exc.args[0]} (not an ARCNN Matlab release?)") from None
+        except (TypeError, ValueError) as exc:  # a struct or string where numbers belong
+            raise CheckpointError(f"{p}: {name} is not numeric ({exc})") from None
+        if w.size != cin * k * k * cout or b.size != cout:
+            raise CheckpointError(
+                f"{p}: {name} has {w.size} weights and {b.size} biases; ARCNN's needs {cin * k * k * cout} and {cout}"
+            )
         w = w.reshape(cin, k * k, cout)
         # index j = r + k*c (column-major), so reshape to (c, r) order then swap
         t = w.reshape(cin, k, k, cout)  # [i, c, r, o]

@@ -15,6 +15,7 @@ import copy
 import hashlib
 import itertools
 import json
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from compress.errors import RecipeError
-from compress.recipe.loader import format_error, load_yaml, validate
+from compress.recipe.loader import format_error, load_yaml, one_line, validate
 from compress.recipe.schema import (
     Backend,
     DistillStage,
@@ -33,6 +34,7 @@ from compress.recipe.schema import (
     QuantizeStage,
     Recipe,
     Student,
+    Sweep,
     SweepMode,
     Teacher,
 )
@@ -167,6 +169,20 @@ def set_path(data: Any, path: str, value: Any) -> None:
             raise KeyError(f"{'.'.join(parts[:i])} is a value, not a mapping or list")
 
 
+MAX_VARIANTS = 1000
+"""Most variants one recipe may expand to (each is validated, and each is a training run)."""
+
+
+def sweep_size(sweep: Sweep) -> int:
+    """How many points a validated sweep has, without expanding it."""
+    if sweep.points:
+        return len(sweep.points)
+    lengths = [len(v) for v in sweep.axes.values()]
+    if sweep.mode is SweepMode.zip:
+        return lengths[0] if lengths else 0
+    return math.prod(lengths)
+
+
 def sweep_points(sweep: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Loc]]]:
     """The sweep's points: ``({path: value}, {path: key path of the value in the document})``."""
     axes: dict[str, list[Any]] = sweep.get("axes") or {}
@@ -219,6 +235,22 @@ def _meta_model(arch: str, channels: int, kwargs: dict[str, Any]) -> Any:
         return build_model(arch, channels, **kwargs)
 
 
+_NAMES: dict[tuple[str, int, str], tuple[str, ...]] = {}
+
+
+def module_names(arch: str, channels: int, kwargs: dict[str, Any]) -> tuple[str, ...]:
+    """Names of ``arch``'s modules (built on the meta device once per architecture and options, then cached).
+
+    A sweep validates every variant: without the cache each one would rebuild the same teacher.
+    """
+    key = (arch, channels, json.dumps(kwargs, sort_keys=True, default=repr))
+    if key not in _NAMES:
+        if len(_NAMES) > 256:
+            _NAMES.clear()
+        _NAMES[key] = tuple(n for n, _ in _meta_model(arch, channels, kwargs).named_modules() if n)
+    return _NAMES[key]
+
+
 def resolve_checkpoint(spec: str, root: Path | None = None) -> Path:
     """A checkpoint path as written in a recipe: a file path, or a models/ name (``arcnn-q10``)."""
     base = Path.cwd() if root is None else root
@@ -228,24 +260,39 @@ def resolve_checkpoint(spec: str, root: Path | None = None) -> Path:
     return p if p.is_absolute() else base / p
 
 
+def _checkpoint_problems(path: Path, arch: str, channels: int) -> list[str]:
+    """What is wrong with a checkpoint file for ``arch`` at ``channels``, from its header alone (no tensors read)."""
+    from compress.checkpoint import checkpoint_metadata
+    from compress.errors import CheckpointError
+
+    try:
+        meta = checkpoint_metadata(path)
+    except CheckpointError as exc:
+        return [str(exc)]
+    out = []
+    if meta.get("arch") not in (None, arch):
+        out.append(f"{path} holds weights of architecture {meta['arch']!r}, not {arch!r}")
+    if meta.get("channels") not in (None, str(channels)):
+        out.append(f"{path} holds a {meta['channels']}-channel model; data.color needs {channels} channel(s)")
+    return out
+
+
 def cross_check(recipe: Recipe, *, check_files: bool = True, root: Path | None = None) -> list[tuple[Loc, str]]:
     """Errors that need more than one key: ``[(key path, message)]``, empty when the recipe is consistent."""
     errs: list[tuple[Loc, str]] = []
     channels = recipe.data.channels
 
-    def models_of(who: Loc, spec: Student | Teacher) -> Any:
+    def names_of(who: Loc, spec: Student | Teacher) -> list[str]:
         try:
-            return _meta_model(spec.arch, channels, dict(spec.arch_kwargs))
-        except (TypeError, ValueError) as exc:
+            return list(module_names(spec.arch, channels, dict(spec.arch_kwargs)))
+        except Exception as exc:  # any option value reaches a constructor, and each fails its own way
             errs.append(((*who, "arch_kwargs"), f"cannot build {spec.arch} with these options: {exc}"))
-            return None
+            return []
 
-    student = models_of(("student",), recipe.student)
-    student_names = [n for n, _ in student.named_modules() if n] if student is not None else []
+    student_names = names_of(("student",), recipe.student)
     teacher_names: dict[str, list[str]] = {}
     for tname, t in recipe.teachers.items():
-        tm = models_of(("teachers", tname), t)
-        teacher_names[tname] = [n for n, _ in tm.named_modules() if n] if tm is not None else []
+        teacher_names[tname] = names_of(("teachers", tname), t)
 
     if check_files:
         specs: list[tuple[Loc, Student | Teacher]] = [(("student",), recipe.student)]
@@ -258,6 +305,8 @@ def cross_check(recipe: Recipe, *, check_files: bool = True, root: Path | None =
                 errs.append(
                     ((*who, "checkpoint"), f"checkpoint file not found: {path} (set if_missing: init to start fresh)")
                 )
+                continue
+            errs += [((*who, "checkpoint"), msg) for msg in _checkpoint_problems(path, spec.arch, channels)]
 
     proto = recipe.data.protocol_name
     from compress.protocols import get_protocol
@@ -340,6 +389,9 @@ def parse_recipe(
     seen: dict[str, str] = {}
     if recipe.sweep is None:
         points: list[tuple[dict[str, Any], dict[str, Loc]]] = [({}, {})]
+    elif (n := sweep_size(recipe.sweep)) > MAX_VARIANTS:
+        at_sweep: int | str = lines.get(("sweep",), "?")
+        raise RecipeError(f"{source}:{at_sweep}: sweep: {n} variants; at most {MAX_VARIANTS} (split the recipe)")
     else:
         points = sweep_points(data["sweep"])
     base = {k: v for k, v in data.items() if k != "sweep"}
@@ -354,7 +406,7 @@ def parse_recipe(
         except KeyError as exc:
             src = origin.get(path, ("sweep",))
             at: int | str = lines.get(src) or lines.get(("sweep",)) or "?"
-            msg = f"{source}:{at}: {'.'.join(src)}: {exc.args[0]}"
+            msg = one_line(f"{source}:{at}: {'.'.join(src)}: {exc.args[0]}")
             if msg not in errors:
                 errors.append(msg)
             continue

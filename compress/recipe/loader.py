@@ -21,6 +21,14 @@ from compress.registry import closest
 M = TypeVar("M", bound=BaseModel)
 
 
+_LINE_BREAKS = str.maketrans({c: repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"})
+
+
+def one_line(msg: str) -> str:
+    """``msg`` with every character that would break it into several lines escaped (keys may hold any text)."""
+    return msg.translate(_LINE_BREAKS)
+
+
 class _SafeLineLoader(yaml.SafeLoader):
     """SafeLoader that also resolves ``1e-4`` (YAML 1.1 reads it as a string) as a float."""
 
@@ -39,27 +47,71 @@ _SafeLineLoader.add_implicit_resolver(
 )
 
 
-def _walk(node: yaml.Node, path: tuple[str, ...], lines: dict[tuple[str, ...], int], loader: yaml.SafeLoader) -> Any:
-    lines.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        out: dict[Any, Any] = {}
-        for k_node, v_node in node.value:
-            key = loader.construct_object(k_node, deep=True)
-            if isinstance(key, list | dict):
-                raise RecipeError(f"line {k_node.start_mark.line + 1}: a mapping key must be a plain value")
-            skey = str(key)
-            if skey in out:
-                raise RecipeError(f"line {k_node.start_mark.line + 1}: {'.'.join((*path, skey))}: duplicate key")
-            lines[(*path, skey)] = k_node.start_mark.line + 1
-            out[skey] = _walk(v_node, (*path, skey), lines, loader)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_walk(v, (*path, str(i)), lines, loader) for i, v in enumerate(node.value)]
-    return loader.construct_object(node, deep=True)
+MAX_DEPTH = 32
+"""Deepest nesting of mappings and lists a document may have (a recipe needs about 6)."""
+MAX_NODES = 100_000
+"""Most values a document may expand to, aliases counted at every use (stops 'billion laughs' documents)."""
+
+
+class _Walk:
+    """Turn a composed node tree into plain data, recording the line of every key path.
+
+    Only scalars go through PyYAML's (safe) constructors; mappings and lists are rebuilt here, so a tag on
+    a collection never constructs anything. Aliases are followed, but a cycle, nesting deeper than
+    :data:`MAX_DEPTH` or more than :data:`MAX_NODES` values is an error, never a hang or a crash.
+    """
+
+    def __init__(self, loader: yaml.SafeLoader, lines: dict[tuple[str, ...], int]) -> None:
+        self.loader = loader
+        self.lines = lines
+        self.count = 0
+        self.active: set[int] = set()
+
+    def scalar(self, node: yaml.Node) -> Any:
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, TypeError, OverflowError) as exc:  # e.g. an integer of 5000 digits
+            raise RecipeError(f"line {node.start_mark.line + 1}: malformed YAML: {exc}") from None
+
+    def __call__(self, node: yaml.Node, path: tuple[str, ...]) -> Any:
+        line = node.start_mark.line + 1
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise RecipeError(f"line {line}: malformed YAML: more than {MAX_NODES} values (aliases expand too far)")
+        if len(path) > MAX_DEPTH:
+            raise RecipeError(f"line {line}: {'.'.join(path[:3])}...: nested deeper than {MAX_DEPTH} levels")
+        self.lines.setdefault(path, line)
+        if not isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            return self.scalar(node)
+        if id(node) in self.active:
+            raise RecipeError(f"line {line}: {'.'.join(path) or '(document)'}: an alias refers to itself")
+        self.active.add(id(node))
+        try:
+            if isinstance(node, yaml.SequenceNode):
+                return [self(v, (*path, str(i))) for i, v in enumerate(node.value)]
+            out: dict[Any, Any] = {}
+            for k_node, v_node in node.value:
+                if not isinstance(k_node, yaml.ScalarNode):
+                    raise RecipeError(f"line {k_node.start_mark.line + 1}: a mapping key must be a plain value")
+                skey = str(self.scalar(k_node))
+                if skey in out:
+                    raise RecipeError(f"line {k_node.start_mark.line + 1}: {'.'.join((*path, skey))}: duplicate key")
+                self.lines[(*path, skey)] = k_node.start_mark.line + 1
+                out[skey] = self(v_node, (*path, skey))
+            return out
+        finally:
+            self.active.discard(id(node))
 
 
 def load_yaml(text: str, source: str = "<string>") -> tuple[Any, dict[tuple[str, ...], int]]:
-    """Parse one YAML document with the safe loader; return ``(data, {key path: line})``."""
+    """Parse one YAML document with the safe loader; return ``(data, {key path: line})``.
+
+    Raises:
+        RecipeError: malformed YAML, a non-scalar or duplicate key, nesting deeper than :data:`MAX_DEPTH`,
+            a self-referring alias or more than :data:`MAX_NODES` values; ``FILE:LINE: ...``.
+    """
     lines: dict[tuple[str, ...], int] = {}
     loader: _SafeLineLoader | None = None
     try:
@@ -67,7 +119,7 @@ def load_yaml(text: str, source: str = "<string>") -> tuple[Any, dict[tuple[str,
         node = loader.get_single_node()
         if node is None:
             return None, lines
-        return _walk(node, (), lines, loader), lines
+        return _Walk(loader, lines)(node, ()), lines
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = f"{mark.line + 1}" if mark is not None else "?"
@@ -75,9 +127,12 @@ def load_yaml(text: str, source: str = "<string>") -> tuple[Any, dict[tuple[str,
         if isinstance(exc, yaml.reader.ReaderError):  # a bad character: no mark, a position
             line = str(text[: exc.position].count("\n") + 1)
             problem = f"unacceptable character #x{exc.character:04x}"
-        raise RecipeError(f"{source}:{line}: malformed YAML: {problem}") from None
+        raise RecipeError(one_line(f"{source}:{line}: malformed YAML: {problem}")) from None
+    except RecursionError:  # PyYAML's composer recurses once per level of the text's nesting
+        at = loader.line + 1 if loader is not None else "?"  # where the reader had got to
+        raise RecipeError(f"{source}:{at}: malformed YAML: nested deeper than {MAX_DEPTH} levels") from None
     except RecipeError as exc:
-        raise RecipeError(f"{source}:{str(exc).removeprefix('line ')}") from None
+        raise RecipeError(one_line(f"{source}:{str(exc).removeprefix('line ')}")) from None
     finally:
         if loader is not None:
             loader.dispose()
@@ -194,7 +249,7 @@ def format_error(e: Any, model: type[BaseModel], lines: dict[tuple[str, ...], in
     else:
         msg = f"{msg}, got a {'mapping' if isinstance(given, dict) else 'list'}"
     key = ".".join(loc) or "(document)"
-    return f"{source}:{_line_for(loc, lines)}: {key}: {msg}"
+    return one_line(f"{source}:{_line_for(loc, lines)}: {key}: {msg}")
 
 
 def format_errors(err: ValidationError, model: type[BaseModel], lines: dict[tuple[str, ...], int], source: str) -> str:

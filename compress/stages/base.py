@@ -216,14 +216,14 @@ class PatchTrainer(Trainer):
         super().__init__(cfg, **kwargs)
         self.ctx = ctx
 
+    def training_images(self) -> list[NDArray[np.uint8]]:
+        """The recipe's training images, decoded once per variant by the context."""
+        return self.ctx.training_images()
+
     def batches(self, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batch ``i`` depends on ``(seed, i)`` only, as in the folder-fed loop."""
-        from compress.data.patches import PatchBatches, PatchConfig
-
-        c = self.cfg
-        pcfg = PatchConfig(c.patch_size, c.batch_size, c.qualities, c.color, c.augment, c.seed)
-        ds = PatchBatches(self.ctx.training_images(), pcfg)
-        for i in range(start, c.steps):
+        ds = self.patch_batches()
+        for i in range(start, self.cfg.steps):
             yield ds[i]
 
 
