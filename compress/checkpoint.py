@@ -46,14 +46,27 @@ def save_checkpoint(
     return p
 
 
+def _is_pickle(p: Path) -> bool:
+    """Whether ``p`` is a pickle-based file (torch zip archive or raw pickle) rather than safetensors.
+
+    Safetensors is recognised by its structure first (an 8-byte little-endian header length that fits
+    the file, then a JSON object): its first byte is the header length's low byte, which can be 0x80,
+    the same as a raw pickle's first byte.
+    """
+    with p.open("rb") as fh:
+        head = fh.read(9)
+    size = p.stat().st_size
+    if len(head) == 9 and 0 < int.from_bytes(head[:8], "little") <= size - 8 and head[8:9] == b"{":
+        return False
+    return head[:1] == _PICKLE_MAGIC[0] or head[:4] == _PICKLE_MAGIC[1]
+
+
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Read tensors and metadata. Safetensors first; a ``.pth`` only through ``weights_only=True``."""
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{p}: checkpoint not found")
-    with p.open("rb") as fh:
-        head = fh.read(8)
-    if head[:1] == _PICKLE_MAGIC[0] or head[:4] == _PICKLE_MAGIC[1]:
+    if _is_pickle(p):
         try:
             obj = torch.load(p, map_location="cpu", weights_only=True)
         except Exception as exc:
@@ -93,9 +106,7 @@ def checkpoint_metadata(path: str | Path) -> dict[str, str]:
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{p}: checkpoint not found")
-    with p.open("rb") as fh:
-        head = fh.read(8)
-    if head[:1] == _PICKLE_MAGIC[0] or head[:4] == _PICKLE_MAGIC[1]:
+    if _is_pickle(p):
         return {}
     from safetensors import SafetensorError, safe_open
 

@@ -318,3 +318,17 @@ def test_package_loads_nothing_unsafely() -> None:
         hit for py in sorted(root.rglob("*.py")) for hit in unsafe_calls(py.read_text(), str(py.relative_to(root)))
     ]
     assert found == []
+
+
+def test_safetensors_whose_header_length_looks_like_pickle(tmp_path: Path) -> None:
+    """A safetensors header length whose low byte is 0x80 (a raw pickle's first byte) still loads as safetensors."""
+    model = build_model("arcnn")
+    for pad in range(300):  # vary the metadata length until the header length's low byte is 0x80
+        p = save_checkpoint(tmp_path / "m.safetensors", model, arch="arcnn", channels=3, metadata={"pad": "x" * pad})
+        if p.read_bytes()[0] == 0x80:
+            break
+    else:
+        pytest.fail("no padding gave a 0x80 first byte")
+    loaded, meta = load_model(p)
+    assert meta["arch"] == "arcnn"
+    assert torch.equal(loaded.state_dict()["last.weight"], model.state_dict()["last.weight"])
