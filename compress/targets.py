@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from compress.errors import RecipeError, RegistryError
-from compress.recipe.loader import load_yaml, validate
+from compress.recipe.loader import load_yaml, read_text, validate
 from compress.registry import unknown_message
 
 SCHEMA_VERSION = 1
@@ -196,12 +196,7 @@ def load_target(path: str | Path) -> Target:
         RecipeError: unreadable file, malformed YAML, invalid keys or values, or ``name`` unlike the stem.
     """
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RecipeError(f"{p}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RecipeError(f"{p}: cannot read ({exc})") from None
+    text = read_text(p)
     data, lines = load_yaml(text, str(p))
     target = validate(Target, data, lines, str(p))
     if target.name != p.stem:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from compress.errors import RecipeError
-from compress.recipe.loader import format_error, load_yaml, one_line, validate
+from compress.recipe.loader import format_error, load_yaml, one_line, read_text, validate
 from compress.recipe.schema import (
     Backend,
     DistillStage,
@@ -443,12 +443,7 @@ def load_recipe(path: str | Path, *, check_files: bool = True, root: Path | None
         RecipeError: one ``FILE:LINE: key: message`` line per problem.
     """
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RecipeError(f"{p}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RecipeError(f"{p}: cannot read ({exc})") from None
+    text = read_text(p)
     return parse_recipe(text, str(p), check_files=check_files, root=root)
 
 

@@ -287,8 +287,8 @@ def validate(
         raise RecipeError(format_errors(err, model, lines, source)) from None
 
 
-def load_file(model: type[M], path: str | Path) -> M:
-    """Read, parse and validate one YAML file."""
+def read_text(path: str | Path) -> str:
+    """A recipe or target file's text; a missing or unreadable file is a :class:`RecipeError`."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -296,5 +296,12 @@ def load_file(model: type[M], path: str | Path) -> M:
         raise RecipeError(f"{p}: file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise RecipeError(f"{p}: cannot read ({exc})") from None
+    return text
+
+
+def load_file(model: type[M], path: str | Path) -> M:
+    """Read, parse and validate one YAML file."""
+    p = Path(path)
+    text = read_text(p)
     data, lines = load_yaml(text, str(p))
     return validate(model, data, lines, str(p))

@@ -12,19 +12,13 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from compress.recipe.train_recipe import Color, Init, Loss
+from compress.recipe.train_recipe import Color, Init, Loss, Strict
 
 SCHEMA_VERSION = 1
 """The recipe format version this code reads (``schema_version``)."""
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-
-
-class Strict(BaseModel):
-    """Frozen, and unknown keys are errors (pydantic's default silently drops them)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class StageType(StrEnum):

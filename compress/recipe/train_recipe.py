@@ -35,6 +35,8 @@ class Precision(StrEnum):
 
 
 class Strict(BaseModel):
+    """Frozen, and unknown keys are errors (pydantic's default silently drops them)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
