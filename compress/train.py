@@ -342,7 +342,9 @@ class Trainer:
         tensors, meta = read_checkpoint(last)
         saved_cfg = json.loads(meta.get("train_config", "{}"))
         mine = json.loads(json.dumps(asdict(self.cfg)))
-        diff = sorted(k for k in mine if k not in {"outputs_dir", "threads", "workers"} and saved_cfg.get(k) != mine[k])
+        # where the data and outputs live, and how many threads run, differ between machines: not settings
+        local = {"outputs_dir", "threads", "workers", "images_dir", "data_root"}
+        diff = sorted(k for k in mine if k not in local and saved_cfg.get(k) != mine[k])
         if diff:
             raise CheckpointError(f"{last}: cannot resume, the run was started with other settings: {', '.join(diff)}")
         model_state = {k: v for k, v in tensors.items() if not k.startswith(EXTRA_PREFIX)}
