@@ -368,10 +368,7 @@ class TestARCNNRelease:
             digest, name = line.split()
             assert hashlib.sha256((arcnn_release / name.lstrip("*")).read_bytes()).hexdigest() == digest
 
-    @pytest.mark.parametrize(
-        "q", [10, pytest.param(20, marks=pytest.mark.slow), pytest.param(30, marks=pytest.mark.slow),
-              pytest.param(40, marks=pytest.mark.slow)],
-    )  # fmt: skip
+    @pytest.mark.parametrize("q", [10, 20, 30, 40])  # the numbers: all four run in CI
     def test_live1(self, arcnn_release: Path, data_root: Path, q: int) -> None:
         r = _arcnn_official(str(arcnn_release), str(data_root), q)
         p, s, b = ARCNN_OFFICIAL_LIVE1[q]
