@@ -23,20 +23,6 @@ Y_SETS = ("live1", "classic5", "b200", "kodak24")
 
 
 @dataclass(frozen=True)
-class CardScore:
-    dataset: str
-    protocol: str
-    quality: int
-    n_images: int
-    psnr: float
-    ssim: float
-    psnrb: float
-    jpeg_psnr: float
-    jpeg_ssim: float
-    jpeg_psnrb: float
-
-
-@dataclass(frozen=True)
 class ModelCard:
     name: str
     arch: str
@@ -51,7 +37,7 @@ class ModelCard:
     train_config: dict[str, Any]
     weights_file: str
     weights_bytes: int
-    scores: list[CardScore] = field(default_factory=list)
+    scores: list[dict[str, Any]] = field(default_factory=list)  # EvalResult.to_dict() rows
     measured: str = ""
 
 
@@ -73,13 +59,12 @@ def measure_card(
     qualities = json.loads(meta["qualities"]) if "qualities" in meta else list(cfg.get("qualities", [10]))
     sets = RGB_SETS if color == "rgb" else Y_SETS
     protocols = ("idcn-rgb",) if color == "rgb" else ("arcnn-y", "fbcnn-y")
-    scores: list[CardScore] = []
+    scores: list[dict[str, Any]] = []
     for ds in sets:
         for proto in protocols:
             for r in evaluate_model(model, ds, qualities, proto, data_root=data_root, limit=limit, progress=progress,
                                     model_name=d.name):
-                scores.append(CardScore(ds, proto, r.quality, r.n_images, r.psnr, r.ssim, r.psnrb, r.jpeg_psnr,
-                                        r.jpeg_ssim, r.jpeg_psnrb))
+                scores.append(r.to_dict())
     return ModelCard(
         name=d.name,
         arch=meta.get("arch", "?"),
@@ -127,10 +112,11 @@ def render_card(card: ModelCard) -> str:
         "| dataset | protocol | q | images | PSNR | SSIM | PSNR-B | JPEG PSNR | JPEG SSIM | JPEG PSNR-B | gain (dB) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for s in card.scores:
+    for r in card.scores:
         lines.append(
-            f"| {s.dataset} | {s.protocol} | {s.quality} | {s.n_images} | {s.psnr:.2f} | {s.ssim:.4f} | {s.psnrb:.2f} "
-            f"| {s.jpeg_psnr:.2f} | {s.jpeg_ssim:.4f} | {s.jpeg_psnrb:.2f} | {s.psnr - s.jpeg_psnr:+.2f} |"
+            f"| {r['dataset']} | {r['protocol']} | {r['quality']} | {r['n_images']} | {r['psnr']:.2f} "
+            f"| {r['ssim']:.4f} | {r['psnrb']:.2f} | {r['jpeg_psnr']:.2f} | {r['jpeg_ssim']:.4f} "
+            f"| {r['jpeg_psnrb']:.2f} | {r['psnr'] - r['jpeg_psnr']:+.2f} |"
         )
     lines += [
         "",
@@ -156,6 +142,4 @@ def write_card(card: ModelCard, model_dir: str | Path) -> Path:
 
 
 def read_card(model_dir: str | Path) -> ModelCard:
-    raw = json.loads((Path(model_dir) / "card.json").read_text())
-    raw["scores"] = [CardScore(**s) for s in raw.get("scores", [])]
-    return ModelCard(**raw)
+    return ModelCard(**json.loads((Path(model_dir) / "card.json").read_text()))

@@ -1,0 +1,48 @@
+"""The shipped model zoo: every checkpoint loads (also into the reference layout) and its card's numbers hold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from compress.cards import read_card
+from compress.checkpoint import load_model, read_checkpoint
+from compress.evaluate import evaluate_model
+from compress.nets import build_model
+
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+CARDS = sorted(p.parent.name for p in MODELS_DIR.glob("*/card.json"))
+
+
+def test_zoo_has_cards() -> None:
+    assert {"arcnn-q10", "fast-arcnn-q10"} <= set(CARDS)
+
+
+@pytest.mark.parametrize("name", CARDS)
+def test_checkpoint_loads_and_is_small(name: str) -> None:
+    path = MODELS_DIR / name / "best.safetensors"
+    assert path.stat().st_size < 10 * 2**20
+    model, meta = load_model(path)
+    card = read_card(MODELS_DIR / name)
+    assert meta["arch"] == card.arch and sum(p.numel() for p in model.parameters()) == card.params
+    if card.arch in ("arcnn", "fast_arcnn"):
+        # the reference implementation's module layout takes the same state dict, key for key
+        tensors, _ = read_checkpoint(path)
+        ref = build_model(card.arch)
+        ref.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("_extra.")}, strict=True)
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("name", CARDS)
+def test_card_live1_score_is_reproduced(name: str, data_root: Path) -> None:
+    torch.set_num_threads(2)
+    card = read_card(MODELS_DIR / name)
+    row = next(r for r in card.scores if r["dataset"] == "live1")
+    model, _ = load_model(MODELS_DIR / name / "best.safetensors")
+    (res,) = evaluate_model(model, "live1", [row["quality"]], row["protocol"], data_root=data_root, progress=False)
+    assert res.n_images == row["n_images"] == 29
+    assert res.psnr == pytest.approx(row["psnr"], abs=0.005)
+    assert res.ssim == pytest.approx(row["ssim"], abs=0.0005)
+    assert res.jpeg_psnr == pytest.approx(row["jpeg_psnr"], abs=1e-9)
