@@ -20,6 +20,7 @@ from pydantic_core import PydanticUndefined
 
 from compress.errors import RecipeError
 from compress.recipe.schema import STAGE_MODELS, DataConfig, Hint, Recipe, Student, Sweep, Teacher
+from compress.recipe.train_recipe import TrainData, TrainRecipe
 
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
 """Shipped recipes (the templates of ``compress recipe new``), at the repository root."""
@@ -181,6 +182,19 @@ def recipe_keys_markdown() -> str:
         "",
         *_HEAD,
         *_rows(Sweep, "sweep."),
+        "",
+        "## Training recipes (`kind: train`)",
+        "",
+        "`recipes/train-*.yaml`, run by `compress train --recipe FILE` (flags given beside it override it); "
+        "checkpoints go to `models/<name>/`.",
+        "",
+        *_HEAD,
+        *_rows(TrainRecipe, ""),
+        "",
+        "### data (training)",
+        "",
+        *_HEAD,
+        *_rows(TrainData, "data."),
         "",
     ]
     return "\n".join(out)

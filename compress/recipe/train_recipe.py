@@ -58,22 +58,24 @@ class TrainRecipe(Strict):
     arch_kwargs: dict[str, Any] = Field(default_factory=dict, description="architecture options, e.g. act: relu")
     color: Color = Field(Color.rgb, description="rgb, or y (MATLAB rgb2ycbcr luma)")
     qualities: tuple[int, ...] = Field((10,), min_length=1, description="JPEG qualities; several = quality-blind")
-    data: TrainData = Field(default_factory=TrainData)  # type: ignore[arg-type]
-    patch_size: int = Field(48, ge=8, le=512)
-    batch_size: int = Field(16, ge=1, le=4096)
-    steps: int = Field(2000, ge=1)
-    lr: float = Field(1e-3, gt=0, le=1)
-    min_lr_ratio: float = Field(0.01, ge=0, le=1)
-    warmup_steps: int = Field(100, ge=0)
-    grad_clip: float = Field(1.0, ge=0)
-    loss: Loss = Loss.l2
-    init: Init = Init.identity
-    seed: int = 123
-    augment: bool = True
-    precision: Precision = Precision.fp32
-    channels_last: bool = False
-    val_every: int = Field(250, ge=1)
-    ckpt_every: int = Field(250, ge=1)
+    data: TrainData = Field(default_factory=TrainData, description="training and validation images")  # type: ignore[arg-type]
+    patch_size: int = Field(48, ge=8, le=512, description="side of the square training crops")
+    batch_size: int = Field(16, ge=1, le=4096, description="crops per optimizer step")
+    steps: int = Field(2000, ge=1, description="optimizer steps (Adam)")
+    lr: float = Field(1e-3, gt=0, le=1, description="peak learning rate, after the linear warm-up")
+    min_lr_ratio: float = Field(0.01, ge=0, le=1, description="the cosine decays to lr x min_lr_ratio at the last step")
+    warmup_steps: int = Field(100, ge=0, description="linear warm-up steps")
+    grad_clip: float = Field(1.0, ge=0, description="clip the gradient norm to this (0 = off)")
+    loss: Loss = Field(Loss.l2, description="l1 or l2 to the clean image (PSNR is an l2 metric)")
+    init: Init = Field(
+        Init.identity, description="reference (constructor's), identity (start as the input), kaiming"
+    )
+    seed: int = Field(123, description="seeds the weights and the batch stream (batch i = f(seed, i))")
+    augment: bool = Field(True, description="rescale 0.6-1.0, rot90 and flips")
+    precision: Precision = Field(Precision.fp32, description="fp32, or bf16 autocast (needs native bf16)")
+    channels_last: bool = Field(False, description="channels-last memory layout")
+    val_every: int = Field(250, ge=1, description="validate (and keep the best checkpoint) every N steps")
+    ckpt_every: int = Field(250, ge=1, description="save last.safetensors (with optimizer state) every N steps")
 
     @field_validator("qualities")
     @classmethod
