@@ -300,6 +300,7 @@ class Trainer:
         self.progress = progress
         self.state = RunState()
         self._patches: PatchBatches | None = None
+        self.on_step: Callable[[Trainer], None] | None = None  # called after every step (benchmarks, snapshots)
 
     # -- persistence -------------------------------------------------------------------------
     def _meta(self) -> dict[str, Any]:
@@ -470,10 +471,13 @@ class Trainer:
                     run_loss, n_loss = 0.0, 0
                     bar.set_postfix(loss=f"{loss_val:.5f}", val=f"{psnr:.3f}", best=f"{self.state.best_psnr:.3f}")
                 elif self.state.step % 10 == 0:
-                    bar.set_postfix(loss=f"{loss_val:.5f}", best=f"{self.state.best_psnr:.3f}")
+                    shown = {"best": f"{self.state.best_psnr:.3f}"} if self.validator is not None else {}
+                    bar.set_postfix(loss=f"{loss_val:.5f}", **shown)
                 stop = distributed.any_rank(interrupted)  # one rank may see Ctrl-C a step before the others
                 if self.state.step % cfg.ckpt_every == 0 or done or stop:
                     self.checkpoint()
+                if self.on_step is not None:
+                    self.on_step(self)
                 if stop:
                     break
         finally:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+TTQ_RECIPES = ("recipes/ttq-arcnn-3min.yaml", "recipes/train-arcnn-q10.yaml", "recipes/train-fast-arcnn-q10.yaml")
+
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
@@ -14,9 +16,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "average is recorded with every number.",
     )
     p.add_argument(
-        "which", nargs="*", default=["loader", "train", "eval"], choices=["loader", "train", "eval", "latency"],
-        help="which benchmarks (default: loader train eval)",
+        "which", nargs="*", default=["loader", "train", "eval"],
+        choices=["loader", "train", "eval", "latency", "ttq", "all"],
+        help="which benchmarks (default: loader train eval; ttq = time to quality, about an hour; all = every one)",
     )
+    p.add_argument(
+        "--ttq-recipes", nargs="+", default=list(TTQ_RECIPES), metavar="RECIPE",
+        help="training recipes timed by the ttq benchmark (default: %(default)s)",
+    )
+    p.add_argument("--ttq-keep", metavar="DIR", help="ttq: keep each run's final checkpoint in DIR/<recipe>/")
+    p.add_argument("--ttq-marks", type=float, nargs="+", metavar="MINUTES",
+                   help="ttq: wall-time marks (minutes) at which snapshots are kept and scored "
+                   "(default: 0.5 1 1.5 2 2.5 3 4 5 7.5 10 12.5 15 20 25 30 40 50 60)")
     p.add_argument("--out", default="results/bench")
     p.add_argument("--quick", action="store_true", help="fewer models / sizes")
     p.add_argument("--data-root", help="data root (default: $COMPRESS_DATA)")
@@ -27,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
     from compress import bench
 
     out = Path(args.out)
+    if "all" in args.which:
+        args.which = ["loader", "train", "eval", "latency", "ttq"]
     if "loader" in args.which:
         from compress.data.datasets import dataset_folder, get_spec
 
@@ -46,4 +59,10 @@ def run(args: argparse.Namespace) -> int:
         from compress.deploy import run_latency_bench
 
         print(run_latency_bench(out))
+    if "ttq" in args.which:
+        from compress.ttq import run_ttq
+
+        marks = [60 * m for m in args.ttq_marks] if args.ttq_marks else None
+        keep = Path(args.ttq_keep) if args.ttq_keep else None
+        print(run_ttq(args.ttq_recipes, out, marks_s=marks, data_root=args.data_root, keep=keep))
     return 0

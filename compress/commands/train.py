@@ -57,18 +57,10 @@ def run(args: argparse.Namespace) -> int:
 
     base: dict[str, object] = {}
     if args.recipe:
-        from compress.recipe.train_recipe import load_train_recipe
+        from compress.recipe.train_recipe import load_train_recipe, recipe_settings
 
         r = load_train_recipe(args.recipe)
-        base = {
-            "arch": r.arch, "arch_kwargs": dict(r.arch_kwargs), "color": r.color.value, "qualities": r.qualities,
-            "patch_size": r.patch_size, "batch_size": r.batch_size, "steps": r.steps, "lr": r.lr,
-            "min_lr_ratio": r.min_lr_ratio, "warmup_steps": r.warmup_steps, "grad_clip": r.grad_clip,
-            "loss": r.loss.value, "init": r.init.value, "seed": r.seed, "augment": r.augment,
-            "precision": r.precision.value, "channels_last": r.channels_last, "val_dataset": r.data.val,
-            "val_limit": r.data.val_limit, "val_every": r.val_every, "ckpt_every": r.ckpt_every,
-            "outputs_dir": str(Path("models") / r.name),
-        }
+        base = recipe_settings(r)
         train_set = r.data.train
     else:
         train_set = args.dataset or "bsds500_train"

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from compress.recipe.loader import load_file
+
+if TYPE_CHECKING:
+    from compress.train import TrainConfig
 
 SCHEMA_VERSION = 1
 
@@ -46,6 +49,7 @@ class TrainData(Strict):
     train: str = Field("bsds500_train", description="dataset name or folder:<path> of training images")
     val: str = Field("bsds500_val", description="dataset used for validation PSNR every val_every steps")
     val_limit: int | None = Field(20, ge=1, description="first N validation images (None = all)")
+    train_limit: int | None = Field(None, ge=1, description="first N training images (None = all)")
 
 
 class TrainRecipe(Strict):
@@ -98,3 +102,34 @@ class TrainRecipe(Strict):
 
 def load_train_recipe(path: str | Path) -> TrainRecipe:
     return load_file(TrainRecipe, path)
+
+
+def recipe_settings(r: TrainRecipe) -> dict[str, Any]:
+    """The :class:`compress.train.TrainConfig` fields a training recipe sets (outputs go to models/<name>)."""
+    return {
+        "arch": r.arch, "arch_kwargs": dict(r.arch_kwargs), "color": r.color.value, "qualities": r.qualities,
+        "patch_size": r.patch_size, "batch_size": r.batch_size, "steps": r.steps, "lr": r.lr,
+        "min_lr_ratio": r.min_lr_ratio, "warmup_steps": r.warmup_steps, "grad_clip": r.grad_clip,
+        "loss": r.loss.value, "init": r.init.value, "seed": r.seed, "augment": r.augment,
+        "precision": r.precision.value, "channels_last": r.channels_last, "val_dataset": r.data.val,
+        "val_limit": r.data.val_limit, "val_every": r.val_every, "ckpt_every": r.ckpt_every,
+        "image_limit": r.data.train_limit, "outputs_dir": str(Path("models") / r.name),
+    }
+
+
+def recipe_images_dir(r: TrainRecipe, data_root: str | None = None) -> str:
+    """The folder of the recipe's training images (``data.train``: a dataset name or ``folder:PATH``)."""
+    from compress.data.datasets import dataset_folder, get_spec
+
+    if r.data.train.startswith("folder:"):
+        return r.data.train.removeprefix("folder:")
+    return str(dataset_folder(get_spec(r.data.train), data_root))
+
+
+def train_config(path: str | Path, *, data_root: str | None = None, **overrides: Any) -> TrainConfig:
+    """The training settings of the recipe at ``path``, with ``overrides`` applied."""
+    from compress.train import TrainConfig as Config
+
+    r = load_train_recipe(path)
+    kw = {**recipe_settings(r), "images_dir": recipe_images_dir(r, data_root), "data_root": data_root, **overrides}
+    return Config(**kw)

@@ -1,0 +1,218 @@
+"""Time-to-quality benchmark: wall time until a training run reaches a LIVE1 PSNR (issue 9).
+
+A run trains one model from a training recipe on an idle machine and keeps a copy of the weights at
+wall-time marks (30 s, 1 min, 1.5 min, ... by default), counted from the moment the run starts
+(building the input pipeline included: a user waits for it too). Once training ends, every snapshot
+is scored on the evaluation set (LIVE1, ``idcn-rgb``, the recipe's first quality); scoring is not
+timed. The curve is compared with the reference implementation's
+(``compress/data/reference_ttq.csv``, quoted from issue 9).
+
+Rows are tidy (one per snapshot) with the recipe, threads, load average and machine in columns; the
+plot is made only from the CSV.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from compress.bench import load_avg, machine
+from compress.errors import ConfigError
+from compress.fsio import atomic_write_bytes
+from compress.train import TrainConfig, Trainer
+
+REFERENCE_CSV = "reference_ttq.csv"
+JPEG_PLUS_1DB = 1.0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    seconds: float
+    step: int
+    load_avg: float
+    state: dict[str, torch.Tensor]
+
+
+def reference_curve() -> pd.DataFrame:
+    """The reference implementation's LIVE1 PSNR / SSIM against minutes (issue 9's table)."""
+    with files("compress.data").joinpath(REFERENCE_CSV).open() as fh:
+        return pd.read_csv(fh, comment="#")
+
+
+DEFAULT_MARKS_MIN = (0.5, 1, 1.5, 2, 2.5, 3, 4, 5, 7.5, 10, 12.5, 15, 20, 25, 30, 40, 50, 60)
+DEFAULT_MARKS_S = tuple(60.0 * m for m in DEFAULT_MARKS_MIN)
+
+
+def train_with_snapshots(
+    cfg: TrainConfig, *, marks_s: Sequence[float] = DEFAULT_MARKS_S, progress: bool = True,
+) -> list[Snapshot]:
+    """Train ``cfg`` from scratch (no validation); keep the weights at the first step past each wall-time mark
+    (seconds since the start, building the input pipeline included) and at the end."""
+    marks = sorted(marks_s)
+    if not marks or marks[0] <= 0:
+        raise ConfigError(f"wall-time marks must be > 0 seconds, got {list(marks_s)}")
+    cfg = replace(cfg, val_every=10**9, ckpt_every=10**9)
+    t0 = time.perf_counter()
+    trainer = Trainer(cfg, progress=progress)
+    snaps: list[Snapshot] = []
+    pending = list(marks)
+
+    def keep(tr: Trainer) -> None:
+        snaps.append(Snapshot(time.perf_counter() - t0, tr.state.step, load_avg(),
+                              copy.deepcopy(tr.model.state_dict())))
+
+    def on_step(tr: Trainer) -> None:
+        elapsed = time.perf_counter() - t0
+        if pending and elapsed >= pending[0]:
+            keep(tr)
+            while pending and pending[0] <= elapsed:
+                pending.pop(0)
+
+    trainer.on_step = on_step
+    trainer.fit()
+    if not snaps or snaps[-1].step != trainer.state.step:
+        keep(trainer)
+    return snaps
+
+
+def score_snapshots(
+    cfg: TrainConfig, snaps: Iterable[Snapshot], *, dataset: str = "live1", data_root: str | None = None,
+    limit: int | None = None, threads: int = 2,
+) -> list[dict[str, Any]]:
+    """LIVE1 (or ``dataset``) PSNR / SSIM of every snapshot, at the recipe's first quality."""
+    from compress.evaluate import evaluate_model
+    from compress.nets import build_model
+
+    torch.set_num_threads(threads)
+    q = cfg.qualities[0]
+    protocol = "idcn-rgb" if cfg.color == "rgb" else "arcnn-y"
+    rows = []
+    for s in snaps:
+        model = build_model(cfg.arch, cfg.channels, **cfg.arch_kwargs)
+        model.load_state_dict(s.state)
+        res = evaluate_model(model.eval(), dataset, [q], protocol, data_root=data_root, limit=limit,
+                             progress=False, model_name=cfg.arch)[0]
+        rows.append({
+            "model": cfg.arch, "seconds": round(s.seconds, 1), "minutes": round(s.seconds / 60, 3), "step": s.step,
+            "dataset": dataset, "quality": q, "protocol": protocol, "n_images": res.n_images,
+            "psnr": round(res.psnr, 4), "ssim": round(res.ssim, 4), "jpeg_psnr": round(res.jpeg_psnr, 4),
+            "load_avg": s.load_avg,
+        })
+        print(f"{cfg.arch} {s.seconds / 60:6.2f} min step {s.step:5d}: {dataset} {res.psnr:.3f} dB "
+              f"(JPEG {res.jpeg_psnr:.3f}), SSIM {res.ssim:.4f}", flush=True)
+    return rows
+
+
+def time_to_reach(rows: pd.DataFrame, psnr: float) -> float | None:
+    """Minutes of the first snapshot at or above ``psnr`` (None if never reached)."""
+    hit = rows[rows["psnr"] >= psnr].sort_values("minutes")
+    return None if hit.empty else float(hit["minutes"].iloc[0])
+
+
+def run_ttq(
+    recipes: Iterable[str | Path], out: Path, *, marks_s: Sequence[float] | None = None, data_root: str | None = None,
+    threads: int = 2, dataset: str = "live1", limit: int | None = None, progress: bool = True,
+    keep: Path | None = None,
+) -> Path:
+    """Train every recipe with snapshots, then score them all; write ``ttq.csv``, ``ttq_summary.csv``, ``ttq.png``.
+
+    Scoring is not timed, so it may share the machine with other work; training must not.
+
+    ``keep``: leave each run's final checkpoint in ``keep/<recipe name>/`` (default: a temporary folder).
+    """
+    from compress.recipe.train_recipe import train_config
+
+    runs = []
+    m = machine()
+    for recipe in recipes:  # every run trains on an idle machine: scoring waits until all have trained
+        with tempfile.TemporaryDirectory(prefix="compress-ttq-") as tmp:  # every run starts from scratch
+            run_dir = Path(tmp) if keep is None else keep / Path(recipe).stem
+            if keep is not None and (run_dir / "last.safetensors").exists():
+                raise ConfigError(f"{run_dir} already holds a run: move it away first")
+            cfg = train_config(recipe, data_root=data_root, threads=threads, workers=0, outputs_dir=str(run_dir))
+            la0 = load_avg()
+            snaps = train_with_snapshots(cfg, marks_s=marks_s or DEFAULT_MARKS_S, progress=progress)
+            runs.append((recipe, cfg, la0, snaps, time.strftime("%Y-%m-%dT%H:%M:%S")))
+    rows: list[dict[str, Any]] = []
+    for recipe, cfg, la0, snaps, when in runs:
+        for r in score_snapshots(cfg, snaps, dataset=dataset, data_root=data_root, limit=limit, threads=threads):
+            rows.append({"recipe": str(recipe), **r, "threads": threads, "load_avg_at_start": la0,
+                         "patch_size": cfg.patch_size, "batch_size": cfg.batch_size, "steps": cfg.steps,
+                         "lr": cfg.lr, "loss": cfg.loss, "init": cfg.init, "precision": cfg.precision,
+                         **{f"machine_{k}": v for k, v in m.items()}, "measured": when})
+    out.mkdir(parents=True, exist_ok=True)
+    df = pd.DataFrame(rows)
+    path = out / "ttq.csv"
+    atomic_write_bytes(path, df.to_csv(index=False).encode())
+    write_summary(path)
+    plot_ttq(path)
+    return path
+
+
+def summarize(df: pd.DataFrame) -> pd.DataFrame:
+    """Per recipe: minutes to JPEG + 1 dB and to the reference's 30-minute PSNR, and the speed-up."""
+    ref = reference_curve()
+    out = []
+    for (recipe, model), g in df.groupby(["recipe", "model"], sort=False):
+        jpeg = float(g["jpeg_psnr"].iloc[0])
+        ref_m = ref[ref["model"] == model]
+        row: dict[str, Any] = {"recipe": recipe, "model": model, "jpeg_psnr": jpeg,
+                               "best_psnr": float(g["psnr"].max()), "run_minutes": float(g["minutes"].max())}
+        for label, target in (("jpeg_plus_1db", jpeg + JPEG_PLUS_1DB), ("reference_30min", 26.45)):
+            ours = time_to_reach(g, target)
+            theirs = time_to_reach(ref_m, target) if not ref_m.empty else None
+            row[f"target_{label}_psnr"] = round(target, 2)
+            row[f"minutes_to_{label}"] = ours
+            row[f"reference_minutes_to_{label}"] = theirs
+            row[f"speedup_{label}"] = (theirs / ours) if ours and theirs else None
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def write_summary(csv_path: Path) -> Path:
+    summary = summarize(pd.read_csv(csv_path))
+    path = csv_path.with_name("ttq_summary.csv")
+    atomic_write_bytes(path, summary.to_csv(index=False).encode())
+    return path
+
+
+def plot_ttq(csv_path: Path) -> Path:
+    """PSNR against wall time for every recipe in ``csv_path``, with the reference curve and the targets."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    df = pd.read_csv(csv_path)
+    ref = reference_curve()
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    for recipe, g in df.groupby("recipe", sort=False):
+        g = g.sort_values("minutes")
+        ax.plot(g["minutes"], g["psnr"], marker="o", ms=3, label=f"{g['model'].iloc[0]}: {Path(str(recipe)).stem}")
+    for model, g in ref.groupby("model"):
+        ax.plot(g["minutes"], g["psnr"], marker="s", ls="--", color="gray",
+                label=f"{model}: reference code (issue 9, quoted)")
+    jpeg = float(df["jpeg_psnr"].iloc[0])
+    ax.axhline(jpeg, color="black", lw=0.8, ls=":", label=f"JPEG {jpeg:.2f} dB")
+    ax.axhline(jpeg + JPEG_PLUS_1DB, color="tab:red", lw=0.8, ls=":", label=f"JPEG + 1 dB ({jpeg + 1:.2f})")
+    ax.set_xscale("log")
+    ax.set_xlabel("wall time (min, log scale; 2 CPU threads)")
+    ax.set_ylabel(f"{df['dataset'].iloc[0]} PSNR (dB), q{int(df['quality'].iloc[0])}, {df['protocol'].iloc[0]}")
+    ax.set_ylim(max(24.0, ax.get_ylim()[0]), None)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("Time to quality: training from scratch on BSDS500 train")
+    fig.tight_layout()
+    path = csv_path.with_suffix(".png")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,99 @@
+"""Time-to-quality benchmark: snapshots by wall time, scoring, summary against the reference curve, plot."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from compress.errors import ConfigError
+from compress.recipe.train_recipe import train_config
+from compress.train import TrainConfig
+from compress.ttq import (
+    plot_ttq,
+    reference_curve,
+    run_ttq,
+    score_snapshots,
+    summarize,
+    time_to_reach,
+    train_with_snapshots,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+@pytest.fixture()
+def image_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "imgs"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        small = rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((96, 64), Image.Resampling.BICUBIC).save(d / f"im{i}.png")
+    return d
+
+
+def test_reference_curve_is_issue_9s_table() -> None:
+    ref = reference_curve()
+    assert list(ref["minutes"]) == [5, 15, 20, 30, 40, 45, 50]
+    assert time_to_reach(ref, 26.45) == 30  # the reference passes 26.45 dB at 30 minutes ...
+    assert time_to_reach(ref, 26.69) is None  # ... and never reaches JPEG + 1 dB
+
+
+def test_snapshots_follow_wall_time_and_end_with_the_last_step(image_dir: Path, tmp_path: Path) -> None:
+    cfg = TrainConfig(arch="arcnn", images_dir=str(image_dir), outputs_dir=str(tmp_path / "o"), patch_size=32,
+                      batch_size=2, steps=6, warmup_steps=1, threads=1)
+    # every mark already passed after the first step gives one snapshot there; the end always gets one
+    snaps = train_with_snapshots(cfg, marks_s=[1e-6, 2e-6, 1e5], progress=False)
+    assert [s.step for s in snaps] == [1, 6]
+    assert all(a.seconds < b.seconds for a, b in itertools.pairwise(snaps))
+    assert not torch.equal(snaps[0].state["last.weight"], snaps[-1].state["last.weight"])  # copies, not views
+    few = train_with_snapshots(replace(cfg, outputs_dir=str(tmp_path / "p")),
+                               marks_s=[1e6], progress=False)
+    assert [s.step for s in few] == [6]  # nothing due before the end: only the final weights
+    with pytest.raises(ConfigError):
+        train_with_snapshots(cfg, marks_s=[0.0])
+
+
+def test_scores_and_summary(image_dir: Path, tmp_path: Path) -> None:
+    cfg = TrainConfig(arch="arcnn", images_dir=str(image_dir), outputs_dir=str(tmp_path / "o"), patch_size=32,
+                      batch_size=2, steps=2, warmup_steps=1, threads=1, lr=1e-7)
+    snaps = train_with_snapshots(cfg, marks_s=[1e6], progress=False)
+    rows = score_snapshots(cfg, snaps, dataset=f"folder:{image_dir}", limit=2, threads=1)
+    assert len(rows) == 1 and rows[0]["step"] == 2 and rows[0]["n_images"] == 2
+    assert abs(rows[0]["psnr"] - rows[0]["jpeg_psnr"]) < 0.05  # identity init, tiny lr: still the JPEG input
+    df = pd.DataFrame([
+        {"recipe": "r", "model": "arcnn", "minutes": m, "psnr": p, "jpeg_psnr": 25.69}
+        for m, p in [(0.5, 25.9), (1.0, 26.3), (2.0, 26.5), (6.0, 26.7)]
+    ])
+    s = summarize(df).iloc[0]
+    assert s["minutes_to_reference_30min"] == 2.0 and s["speedup_reference_30min"] == 15.0
+    assert s["minutes_to_jpeg_plus_1db"] == 6.0 and pd.isna(s["speedup_jpeg_plus_1db"])  # reference never got there
+    assert s["target_jpeg_plus_1db_psnr"] == 26.69
+
+
+def test_run_ttq_writes_csv_summary_and_plot(image_dir: Path, tmp_path: Path) -> None:
+    recipe = tmp_path / "ttq-tiny.yaml"
+    recipe.write_text(
+        "schema_version: 1\nkind: train\nname: ttq-tiny\narch: arcnn\n"
+        f"data: {{train: 'folder:{image_dir}', val: 'folder:{image_dir}', val_limit: 1}}\n"
+        "patch_size: 32\nbatch_size: 2\nsteps: 3\nwarmup_steps: 1\n"
+    )
+    cfg = train_config(recipe)
+    assert cfg.images_dir == str(image_dir) and cfg.steps == 3
+    out = tmp_path / "bench"
+    path = run_ttq([recipe], out, marks_s=[1e6], threads=1, progress=False, dataset=f"folder:{image_dir}", limit=1)
+    df = pd.read_csv(path)
+    assert list(df["step"]) == [3] and df["threads"].iloc[0] == 1
+    assert {"machine_cpu", "load_avg", "recipe", "lr", "patch_size"} <= set(df.columns)
+    assert (out / "ttq_summary.csv").is_file() and (out / "ttq.png").stat().st_size > 1000
+    assert plot_ttq(path) == out / "ttq.png"
