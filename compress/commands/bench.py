@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-TTQ_RECIPES = ("recipes/ttq-arcnn-3min.yaml", "recipes/train-arcnn-q10.yaml", "recipes/train-fast-arcnn-q10.yaml")
+TTQ_RECIPES = (
+    "recipes/train-ttq-arcnn-3min.yaml", "recipes/train-arcnn-q10.yaml", "recipes/train-fast-arcnn-q10.yaml",
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
