@@ -399,9 +399,23 @@ def results_readme() -> str:
         "",
         "## bench/",
         "",
-        "Written by `nox -s bench` (`compress bench`): `loader.csv` (input pipeline patches/s), `train_speed.csv` "
-        "(training throughput per precision and layout), `latency.csv` (per-target ms/frame at 720p), each with "
-        "the machine and load average in columns.",
+        "Written by `nox -s bench` (`compress bench`), each with the machine and load average in columns:",
+        "",
+        "| file | content |",
+        "|---|---|",
+        "| `loader.csv` | input pipeline: patches/s of the reference loader (decode per patch) and of ours, ratio |",
+        "| `train_speed.csv` | training step (forward + backward + Adam) per model x setting (fp32, channels_last, "
+        "bf16 autocast, torch.compile) x patch size: ms/step, pixels/s, GMAC/s (3x forward true MACs), fraction "
+        "of the matmul peak measured in the same run; `note` says why a row was not measured |",
+        "| `eval_time.csv` | wall time of a whole LIVE1 evaluation per model |",
+        "| `latency.csv` | per-target ms/frame at 720p and the fraction of the matmul peak reached |",
+        "| `ttq.csv` | time to quality: one row per snapshot of a training run (recipe, `seconds` of wall time "
+        "since the run started, `step`, LIVE1 `psnr` / `ssim` / `jpeg_psnr` under `protocol`, the recipe's "
+        "patch / batch / lr / loss / init / precision, `load_avg` when the snapshot was taken) |",
+        "| `ttq_summary.csv` | per recipe: minutes to JPEG + 1 dB and to 26.45 dB (the reference's 30-minute "
+        "PSNR), the reference's minutes to the same, and the speed-up |",
+        "| `ttq.png` | PSNR against wall time of every run, with the reference implementation's curve |",
+        "| `ttq_ablation.csv` | equal-step ablations of the recipe choices (LIVE1 q10 after a fixed number of steps) |",
         "",
     ]
     return "\n".join(lines)

@@ -24,6 +24,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 from compress.bench import load_avg, machine
 from compress.errors import ConfigError
@@ -118,44 +119,99 @@ def time_to_reach(rows: pd.DataFrame, psnr: float) -> float | None:
     return None if hit.empty else float(hit["minutes"].iloc[0])
 
 
-def run_ttq(
-    recipes: Iterable[str | Path], out: Path, *, marks_s: Sequence[float] | None = None, data_root: str | None = None,
-    threads: int = 2, dataset: str = "live1", limit: int | None = None, progress: bool = True,
-    keep: Path | None = None,
-) -> Path:
-    """Train every recipe with snapshots, then score them all; write ``ttq.csv``, ``ttq_summary.csv``, ``ttq.png``.
+RUN_INFO = "ttq_run.json"
 
-    Scoring is not timed, so it may share the machine with other work; training must not.
 
-    ``keep``: leave each run's final checkpoint in ``keep/<recipe name>/`` (default: a temporary folder).
+def save_snapshots(run_dir: Path, snaps: Sequence[Snapshot]) -> None:
+    """Write every snapshot to ``run_dir/snapshots/`` (safetensors; time, step and load in the metadata)."""
+    from safetensors.torch import save_file
+
+    d = run_dir / "snapshots"
+    d.mkdir(parents=True, exist_ok=True)
+    for s in snaps:
+        meta = {"seconds": repr(s.seconds), "step": str(s.step), "load_avg": repr(s.load_avg)}
+        save_file({k: v.contiguous() for k, v in s.state.items()}, str(d / f"step{s.step:07d}.safetensors"), meta)
+
+
+def load_snapshots(run_dir: Path) -> list[Snapshot]:
+    from safetensors import safe_open
+
+    out = []
+    for f in sorted((run_dir / "snapshots").glob("step*.safetensors")):
+        with safe_open(str(f), framework="pt") as fh:
+            meta = fh.metadata()
+            state = {k: fh.get_tensor(k) for k in fh.keys()}
+        out.append(Snapshot(float(meta["seconds"]), int(meta["step"]), float(meta["load_avg"]), state))
+    return out
+
+
+def train_runs(
+    recipes: Iterable[str | Path], runs_dir: Path, *, marks_s: Sequence[float] | None = None,
+    data_root: str | None = None, threads: int = 2, progress: bool = True,
+) -> list[Path]:
+    """Train every recipe from scratch with snapshots (the timed part: run it on an idle machine).
+
+    Each run goes to ``runs_dir/<recipe file stem>/`` (replacing an earlier one): the Trainer's files,
+    ``snapshots/`` and ``ttq_run.json``. Returns the run folders.
     """
+    import json
+    import shutil
+
     from compress.recipe.train_recipe import train_config
 
-    runs = []
-    m = machine()
-    for recipe in recipes:  # every run trains on an idle machine: scoring waits until all have trained
-        with tempfile.TemporaryDirectory(prefix="compress-ttq-") as tmp:  # every run starts from scratch
-            run_dir = Path(tmp) if keep is None else keep / Path(recipe).stem
-            if keep is not None and (run_dir / "last.safetensors").exists():
-                raise ConfigError(f"{run_dir} already holds a run: move it away first")
-            cfg = train_config(recipe, data_root=data_root, threads=threads, workers=0, outputs_dir=str(run_dir))
-            la0 = load_avg()
-            snaps = train_with_snapshots(cfg, marks_s=marks_s or DEFAULT_MARKS_S, progress=progress)
-            runs.append((recipe, cfg, la0, snaps, time.strftime("%Y-%m-%dT%H:%M:%S")))
+    dirs = []
+    for recipe in recipes:
+        run_dir = runs_dir / Path(recipe).stem
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        cfg = train_config(recipe, data_root=data_root, threads=threads, workers=0, outputs_dir=str(run_dir))
+        la0 = load_avg()
+        snaps = train_with_snapshots(cfg, marks_s=marks_s or DEFAULT_MARKS_S, progress=progress)
+        save_snapshots(run_dir, snaps)
+        info = {"recipe": str(recipe), "threads": threads, "load_avg_at_start": la0,
+                "measured": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine()}
+        atomic_write_bytes(run_dir / RUN_INFO, json.dumps(info, indent=1).encode())
+        dirs.append(run_dir)
+    return dirs
+
+
+def score_runs(
+    run_dirs: Iterable[Path], out: Path, *, dataset: str = "live1", data_root: str | None = None,
+    limit: int | None = None, threads: int = 2,
+) -> Path:
+    """Score the snapshots of trained runs (not timed); write ``ttq.csv``, ``ttq_summary.csv`` and ``ttq.png``."""
+    import json
+
     rows: list[dict[str, Any]] = []
-    for recipe, cfg, la0, snaps, when in runs:
-        for r in score_snapshots(cfg, snaps, dataset=dataset, data_root=data_root, limit=limit, threads=threads):
-            rows.append({"recipe": str(recipe), **r, "threads": threads, "load_avg_at_start": la0,
-                         "patch_size": cfg.patch_size, "batch_size": cfg.batch_size, "steps": cfg.steps,
-                         "lr": cfg.lr, "loss": cfg.loss, "init": cfg.init, "precision": cfg.precision,
-                         **{f"machine_{k}": v for k, v in m.items()}, "measured": when})
+    for run_dir in run_dirs:
+        info = json.loads((run_dir / RUN_INFO).read_text())
+        raw = json.loads((run_dir / "config.json").read_text())
+        cfg = TrainConfig(**{**raw, "qualities": tuple(raw["qualities"])})
+        for r in score_snapshots(cfg, load_snapshots(run_dir), dataset=dataset, data_root=data_root, limit=limit,
+                                 threads=threads):
+            rows.append({"recipe": info["recipe"], **r, "threads": info["threads"],
+                         "load_avg_at_start": info["load_avg_at_start"], "patch_size": cfg.patch_size,
+                         "batch_size": cfg.batch_size, "steps": cfg.steps, "lr": cfg.lr, "loss": cfg.loss,
+                         "init": cfg.init, "precision": cfg.precision,
+                         **{f"machine_{k}": v for k, v in info["machine"].items()}, "measured": info["measured"]})
     out.mkdir(parents=True, exist_ok=True)
-    df = pd.DataFrame(rows)
     path = out / "ttq.csv"
-    atomic_write_bytes(path, df.to_csv(index=False).encode())
+    atomic_write_bytes(path, pd.DataFrame(rows).to_csv(index=False).encode())
     write_summary(path)
     plot_ttq(path)
     return path
+
+
+def run_ttq(
+    recipes: Iterable[str | Path], out: Path, *, marks_s: Sequence[float] | None = None, data_root: str | None = None,
+    threads: int = 2, dataset: str = "live1", limit: int | None = None, progress: bool = True,
+    runs_dir: Path | None = None,
+) -> Path:
+    """Train every recipe with snapshots (timed), then score them all (not timed): :func:`train_runs` then
+    :func:`score_runs`. Runs go to ``runs_dir`` (default ``out/ttq_runs``)."""
+    dirs = train_runs(recipes, runs_dir or out / "ttq_runs", marks_s=marks_s, data_root=data_root, threads=threads,
+                      progress=progress)
+    return score_runs(dirs, out, dataset=dataset, data_root=data_root, limit=limit, threads=threads)
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
@@ -216,3 +272,77 @@ def plot_ttq(csv_path: Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# equal-budget ablations
+
+
+class AblationRun(BaseModel):
+    """One ablation: a name and the training settings it changes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="row name in ttq_ablation.csv")
+    set: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields to change")
+
+
+class AblationFile(BaseModel):
+    """``recipes/ablation-*.yaml``: a base training recipe and the runs that change it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    base: str = Field(..., description="training recipe the runs start from")
+    dataset: str = Field("live1", description="evaluation set of the final weights")
+    runs: tuple[AblationRun, ...] = Field(..., min_length=1)
+
+
+def ablation_configs(
+    path: str | Path, *, data_root: str | None = None, threads: int = 2,
+) -> list[tuple[str, TrainConfig]]:
+    """The named training configs of an ablation file; a key TrainConfig lacks is a RecipeError."""
+    from compress.errors import CompressError, RecipeError
+    from compress.recipe.loader import load_file
+    from compress.recipe.train_recipe import train_config
+
+    spec = load_file(AblationFile, path)
+    known = set(TrainConfig.__dataclass_fields__) - {"images_dir", "outputs_dir", "data_root", "threads"}
+    out = []
+    for run in spec.runs:
+        bad = sorted(set(run.set) - known)
+        if bad:
+            raise RecipeError(f"{path}: runs.{run.name}.set: unknown training setting(s) {', '.join(bad)}; "
+                              f"valid: {', '.join(sorted(known))}")
+        try:
+            cfg = train_config(spec.base, data_root=data_root, threads=threads, workers=0, **run.set)
+        except CompressError as exc:
+            raise RecipeError(f"{path}: runs.{run.name}: {exc}") from None
+        out.append((run.name, cfg))
+    return out
+
+
+def run_ablation(
+    path: str | Path, out: Path, *, data_root: str | None = None, threads: int = 2, dataset: str | None = None,
+    limit: int | None = None, progress: bool = True,
+) -> Path:
+    """Train every run of the ablation file, score its final weights, write ``ttq_ablation.csv``."""
+    from compress.recipe.loader import load_file
+
+    spec = load_file(AblationFile, path)
+    rows: list[dict[str, Any]] = []
+    m = machine()
+    csv_path = out / "ttq_ablation.csv"
+    for name, cfg in ablation_configs(path, data_root=data_root, threads=threads):
+        with tempfile.TemporaryDirectory(prefix="compress-ablation-") as tmp:
+            cfg = replace(cfg, outputs_dir=tmp)
+            la0 = load_avg()
+            snaps = train_with_snapshots(cfg, marks_s=[1e12], progress=progress)  # only the final weights
+        (r,) = score_snapshots(cfg, snaps, dataset=dataset or spec.dataset, data_root=data_root, limit=limit,
+                               threads=threads)
+        rows.append({"ablation": str(path), "run": name, **r, "pixels_seen": cfg.steps * cfg.batch_size
+                     * cfg.patch_size**2, "patch_size": cfg.patch_size, "batch_size": cfg.batch_size,
+                     "steps": cfg.steps, "lr": cfg.lr, "warmup_steps": cfg.warmup_steps,
+                     "min_lr_ratio": cfg.min_lr_ratio, "loss": cfg.loss, "init": cfg.init,
+                     "precision": cfg.precision, "threads": threads, "load_avg_at_start": la0,
+                     **{f"machine_{k}": v for k, v in m.items()}, "measured": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(csv_path, pd.DataFrame(rows).to_csv(index=False).encode())  # kept after every run
+    return csv_path

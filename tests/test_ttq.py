@@ -12,13 +12,16 @@ import pytest
 import torch
 from PIL import Image
 
-from compress.errors import ConfigError
+from compress.errors import ConfigError, RecipeError
 from compress.recipe.train_recipe import train_config
 from compress.train import TrainConfig
 from compress.ttq import (
+    ablation_configs,
     plot_ttq,
     reference_curve,
+    run_ablation,
     run_ttq,
+    score_runs,
     score_snapshots,
     summarize,
     time_to_reach,
@@ -92,8 +95,39 @@ def test_run_ttq_writes_csv_summary_and_plot(image_dir: Path, tmp_path: Path) ->
     assert cfg.images_dir == str(image_dir) and cfg.steps == 3
     out = tmp_path / "bench"
     path = run_ttq([recipe], out, marks_s=[1e6], threads=1, progress=False, dataset=f"folder:{image_dir}", limit=1)
+    run = out / "ttq_runs" / "ttq-tiny"
+    assert (run / "best.safetensors").is_file() and len(list((run / "snapshots").iterdir())) == 1
+    assert score_runs([run], out, threads=1, dataset=f"folder:{image_dir}", limit=1) == path  # scoring alone
     df = pd.read_csv(path)
     assert list(df["step"]) == [3] and df["threads"].iloc[0] == 1
     assert {"machine_cpu", "load_avg", "recipe", "lr", "patch_size"} <= set(df.columns)
     assert (out / "ttq_summary.csv").is_file() and (out / "ttq.png").stat().st_size > 1000
     assert plot_ttq(path) == out / "ttq.png"
+
+
+def test_ablation_file_runs_and_rejects_unknown_settings(image_dir: Path, tmp_path: Path) -> None:
+    base = tmp_path / "train-base.yaml"
+    base.write_text(
+        "schema_version: 1\nkind: train\nname: base\narch: arcnn\n"
+        f"data: {{train: 'folder:{image_dir}', val: 'folder:{image_dir}', val_limit: 1}}\n"
+        "patch_size: 32\nbatch_size: 2\nsteps: 2\nwarmup_steps: 1\n"
+    )
+    abl = tmp_path / "ablation.yaml"
+    abl.write_text(f"base: {base}\ndataset: 'folder:{image_dir}'\nruns:\n  - name: a\n    set: {{}}\n"
+                   "  - name: b\n    set: {batch_size: 1, steps: 4, init: reference}\n")
+    cfgs = dict(ablation_configs(abl, threads=1))
+    assert cfgs["a"].batch_size == 2 and cfgs["b"].batch_size == 1 and cfgs["b"].init == "reference"
+    path = run_ablation(abl, tmp_path / "bench", threads=1, limit=1, progress=False)
+    df = pd.read_csv(path)
+    assert list(df["run"]) == ["a", "b"] and list(df["steps"]) == [2, 4]
+    assert list(df["pixels_seen"]) == [2 * 2 * 32**2, 4 * 1 * 32**2] and df["psnr"].notna().all()
+
+    abl.write_text(f"base: {base}\nruns:\n  - name: a\n    set: {{patch: 3}}\n")
+    with pytest.raises(RecipeError, match=r"runs\.a\.set: unknown training setting\(s\) patch"):
+        ablation_configs(abl)
+    abl.write_text(f"base: {base}\nruns:\n  - name: a\n    set: {{patch_size: 3}}\n")
+    with pytest.raises(RecipeError, match=r"patch_size must be in 8\.\.512"):
+        ablation_configs(abl)
+    abl.write_text(f"base: {base}\nrunz: []\n")
+    with pytest.raises(RecipeError, match="runz"):
+        ablation_configs(abl)

@@ -19,14 +19,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument(
         "which", nargs="*", default=["loader", "train", "eval"],
-        choices=["loader", "train", "eval", "latency", "ttq", "all"],
-        help="which benchmarks (default: loader train eval; ttq = time to quality, about an hour; all = every one)",
+        choices=["loader", "train", "eval", "latency", "ttq", "ablation", "all"],
+        help="which benchmarks (default: loader train eval; ttq = time to quality, about an hour; ablation = "
+        "equal-budget ablations of the training recipe, about 35 minutes; all = every one)",
     )
+    p.add_argument("--ablation", default="recipes/ablation-arcnn-ttq.yaml", metavar="FILE",
+                   help="ablation: the ablation file (default: %(default)s)")
     p.add_argument(
         "--ttq-recipes", nargs="+", default=list(TTQ_RECIPES), metavar="RECIPE",
         help="training recipes timed by the ttq benchmark (default: %(default)s)",
     )
-    p.add_argument("--ttq-keep", metavar="DIR", help="ttq: keep each run's final checkpoint in DIR/<recipe>/")
+    p.add_argument("--ttq-runs", metavar="DIR", help="ttq: where runs, snapshots and final checkpoints go "
+                   "(default: OUT/ttq_runs)")
+    p.add_argument("--ttq-phase", choices=["all", "train", "score"], default="all",
+                   help="ttq: train (timed: idle machine), score (not timed: may share the machine), or both")
     p.add_argument("--ttq-marks", type=float, nargs="+", metavar="MINUTES",
                    help="ttq: wall-time marks (minutes) at which snapshots are kept and scored "
                    "(default: 0.5 1 1.5 2 2.5 3 4 5 7.5 10 12.5 15 20 25 30 40 50 60)")
@@ -41,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if "all" in args.which:
-        args.which = ["loader", "train", "eval", "latency", "ttq"]
+        args.which = ["loader", "train", "eval", "latency", "ttq", "ablation"]
     if "loader" in args.which:
         from compress.data.datasets import dataset_folder, get_spec
 
@@ -62,9 +68,17 @@ def run(args: argparse.Namespace) -> int:
 
         print(run_latency_bench(out))
     if "ttq" in args.which:
-        from compress.ttq import run_ttq
-
         marks = [60 * m for m in args.ttq_marks] if args.ttq_marks else None
-        keep = Path(args.ttq_keep) if args.ttq_keep else None
-        print(run_ttq(args.ttq_recipes, out, marks_s=marks, data_root=args.data_root, keep=keep))
+        from compress.ttq import score_runs, train_runs
+
+        runs = Path(args.ttq_runs) if args.ttq_runs else out / "ttq_runs"
+        dirs = [runs / Path(r).stem for r in args.ttq_recipes]
+        if args.ttq_phase in ("all", "train"):
+            dirs = train_runs(args.ttq_recipes, runs, marks_s=marks, data_root=args.data_root)
+        if args.ttq_phase in ("all", "score"):
+            print(score_runs(dirs, out, data_root=args.data_root))
+    if "ablation" in args.which:
+        from compress.ttq import run_ablation
+
+        print(run_ablation(args.ablation, out, data_root=args.data_root))
     return 0
