@@ -39,11 +39,12 @@ class ModelCard:
     weights_bytes: int
     scores: list[dict[str, Any]] = field(default_factory=list)  # EvalResult.to_dict() rows
     measured: str = ""
+    notes: str = ""  # how the run was made, when it differs from a plain `compress train --recipe`
 
 
 def measure_card(
     model_dir: str | Path, *, data_root: str | None = None, limit: int | None = None, progress: bool = True,
-    recipe: str | None = None,
+    recipe: str | None = None, notes: str = "",
 ) -> ModelCard:
     """Evaluate ``model_dir/best.safetensors`` and collect its provenance."""
     from compress.evaluate import evaluate_model
@@ -81,11 +82,15 @@ def measure_card(
         weights_bytes=weights.stat().st_size,
         scores=scores,
         measured=time.strftime("%Y-%m-%d"),
+        notes=notes,
     )
 
 
 def render_card(card: ModelCard) -> str:
     c = card.train_config
+    validated = int(c.get("val_every") or 0) < int(c.get("steps") or 0) + 1 and c.get("val_dataset")
+    which = "the best validation step" if validated else "the final step (no validation during training)"
+    val = (f", validation `{c.get('val_dataset', '?')}` (first {c.get('val_limit')})" if validated else "")
     lines = [
         f"# {card.name}",
         "",
@@ -94,19 +99,17 @@ def render_card(card: ModelCard) -> str:
         "",
         "| | |",
         "|---|---|",
-        f"| weights | `{card.weights_file}` ({card.weights_bytes / 1024:.0f} KiB, safetensors) — the best "
-        "validation step |",
+        f"| weights | `{card.weights_file}` ({card.weights_bytes / 1024:.0f} KiB, safetensors) — {which} |",
         f"| recipe | `{card.recipe}` — reproduce with `compress train --recipe {card.recipe}` |",
-        f"| data | `{_short_path(c.get('images_dir', '?'))}` (BSDS500 train: 200 images), validation "
-        f"`{c.get('val_dataset', '?')}` "
-        f"(first {c.get('val_limit')}) |",
+        f"| data | `{_short_path(c.get('images_dir', '?'))}` (BSDS500 train: 200 images){val} |",
         f"| steps | {card.steps:,} of batch {c.get('batch_size')} x "
         f"{c.get('patch_size')}x{c.get('patch_size')} patches |",
         f"| optimiser | Adam, lr {c.get('lr')} warm-up {c.get('warmup_steps')} + cosine, loss {c.get('loss')}, "
         f"init {card.init}, {c.get('precision')} |",
         f"| wall time | {card.wall_s / 60:.1f} min of training on {c.get('threads')} CPU thread(s) "
-        f"(validation excluded; machine shared with other runs) |",
+        "(validation excluded) |",
         "",
+        *([card.notes, ""] if card.notes else []),
         f"## Scores (measured {card.measured} with `compress evaluate`)",
         "",
         "| dataset | protocol | q | images | PSNR | SSIM | PSNR-B | JPEG PSNR | JPEG SSIM | JPEG PSNR-B | gain (dB) |",

@@ -415,7 +415,9 @@ def results_readme() -> str:
         "| `ttq_summary.csv` | per recipe: minutes to JPEG + 1 dB and to 26.45 dB (the reference's 30-minute "
         "PSNR), the reference's minutes to the same, and the speed-up |",
         "| `ttq.png` | PSNR against wall time of every run, with the reference implementation's curve |",
-        "| `ttq_ablation.csv` | equal-step ablations of the recipe choices (LIVE1 q10 after a fixed number of steps) |",
+        "| `ttq_ablation.csv` | equal-budget ablations of the training recipe's choices, one row per run of a "
+        "`recipes/ablations/*.yaml` file (`ablation`, `run`): the settings, `pixels_seen`, LIVE1 `psnr` / `ssim` / "
+        "`jpeg_psnr` of the final weights, load average and machine |",
         "",
     ]
     return "\n".join(lines)

@@ -118,32 +118,69 @@ def config_problems(cfg: TrainConfig) -> list[str]:
 
 
 def init_identity_(model: nn.Module) -> bool:
-    """Make a plain stride-1 conv chain (ARCNN) start as the identity map.
+    """Make a conv chain (ARCNN, or Fast ARCNN's stride-s encoder and deconvolution) start as the identity map.
 
-    The first ``C`` channels of every conv carry the input through a centre tap of 1 (inputs are
-    in [0, 1], so PReLU/ReLU pass them unchanged); the other channels get He-initialised weights
-    and the last layer reads them through zero weights. The network starts at the JPEG baseline
-    and learns the correction, which is what residual learning buys, with the architecture and
-    its state-dict unchanged. Returns False (model untouched) if the model is not such a chain.
+    ARCNN (every conv stride 1): the first ``C`` channels of every conv carry the input through a
+    centre tap of 1. Fast ARCNN (first conv stride ``s``, last a ``ConvTranspose2d`` of stride ``s``):
+    the first conv is a space-to-depth, its ``C * s * s`` first channels take the pixel at offset
+    ``(a, b)`` of each ``s x s`` cell; the middle convs carry them through centre taps, and the
+    deconvolution puts each back at its offset (depth-to-space). Inputs are in [0, 1], so PReLU/ReLU
+    pass them unchanged; the other channels get small He-initialised weights and the last layer reads
+    them through zero weights. The network starts at the JPEG baseline and learns the correction, which
+    is what residual learning buys, with the architecture and its state-dict unchanged. Returns False
+    (model untouched) if the model is not such a chain.
     """
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)]
-    if not convs or any(isinstance(m, nn.ConvTranspose2d) or m.stride != (1, 1) or m.groups != 1 for m in convs):
+    if not convs or any(m.groups != 1 or m.dilation != (1, 1) for m in convs):
         return False
-    c = convs[0].in_channels
-    if convs[-1].out_channels != c or any(m.out_channels < c for m in convs[:-1]):
+    first, last, middle = convs[0], convs[-1], convs[1:-1]
+    s = first.stride[0]
+    if first.stride != (s, s) or isinstance(first, nn.ConvTranspose2d) or any(
+        isinstance(m, nn.ConvTranspose2d) or m.stride != (1, 1) for m in middle
+    ):
         return False
+    if s == 1:
+        if isinstance(last, nn.ConvTranspose2d) or last.stride != (1, 1):
+            return False
+    elif not (isinstance(last, nn.ConvTranspose2d) and last.stride == (s, s)):
+        return False
+    c = first.in_channels
+    carried = c * s * s  # channels that carry the input (space-to-depth for s > 1)
+    if last.out_channels != c or any(m.out_channels < carried for m in convs[:-1]):
+        return False
+
+    def centred(m: nn.Conv2d | nn.ConvTranspose2d) -> bool:
+        return tuple(m.padding) == (m.kernel_size[0] // 2, m.kernel_size[1] // 2)
+
+    # tap (p + a) of the first conv reads pixel s*i + a; tap (p + a) of the deconvolution writes it back there
+    ends_fit = all(not isinstance(m.padding, str) and m.padding[0] + s <= m.kernel_size[0]
+                   and m.padding[1] + s <= m.kernel_size[1] for m in (first, last))
+    if not ends_fit or not all(centred(m) for m in middle) or (s == 1 and not all(centred(m) for m in convs)):
+        return False
+    phases = [(a, b) for a in range(s) for b in range(s)]
     with torch.no_grad():
-        for i, m in enumerate(convs):
+        for m in convs:
             nn.init.kaiming_normal_(m.weight, a=0.25, nonlinearity="leaky_relu")
             m.weight.mul_(0.1)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
             kh, kw = m.kernel_size
-            m.weight[:c] = 0.0
-            if i == len(convs) - 1:
-                m.weight.zero_()
+            ph, pw = m.padding  # type: ignore[misc]
+            if m is last:
+                m.weight.zero_()  # ConvTranspose2d weight is [in, out, kh, kw]; Conv2d [out, in, kh, kw]
+            else:
+                m.weight[:carried] = 0.0
             for ch in range(c):
-                m.weight[ch, ch, kh // 2, kw // 2] = 1.0
+                for p, (a, b) in enumerate(phases):
+                    k = ch * s * s + p  # the carried channel of colour ch at offset (a, b)
+                    if m is first:
+                        m.weight[k, ch, ph + a, pw + b] = 1.0
+                    elif m is last and isinstance(m, nn.ConvTranspose2d):
+                        m.weight[k, ch, ph + a, pw + b] = 1.0
+                    elif m is last:
+                        m.weight[ch, k, ph, pw] = 1.0
+                    else:
+                        m.weight[k, k, kh // 2, kw // 2] = 1.0
     return True
 
 

@@ -287,7 +287,7 @@ class AblationRun(BaseModel):
 
 
 class AblationFile(BaseModel):
-    """``recipes/ablation-*.yaml``: a base training recipe and the runs that change it."""
+    """``recipes/ablations/*.yaml``: a base training recipe and the runs that change it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     base: str = Field(..., description="training recipe the runs start from")
@@ -323,13 +323,16 @@ def run_ablation(
     path: str | Path, out: Path, *, data_root: str | None = None, threads: int = 2, dataset: str | None = None,
     limit: int | None = None, progress: bool = True,
 ) -> Path:
-    """Train every run of the ablation file, score its final weights, write ``ttq_ablation.csv``."""
+    """Train every run of the ablation file, score its final weights, write its rows into ``ttq_ablation.csv``
+    (rows of other ablation files are kept; this file's earlier rows are replaced)."""
     from compress.recipe.loader import load_file
 
     spec = load_file(AblationFile, path)
     rows: list[dict[str, Any]] = []
     m = machine()
     csv_path = out / "ttq_ablation.csv"
+    earlier = pd.read_csv(csv_path) if csv_path.is_file() else pd.DataFrame({"ablation": []})
+    earlier = earlier[earlier["ablation"] != str(path)]  # other ablation files' rows stay; this file's are redone
     for name, cfg in ablation_configs(path, data_root=data_root, threads=threads):
         with tempfile.TemporaryDirectory(prefix="compress-ablation-") as tmp:
             cfg = replace(cfg, outputs_dir=tmp)
@@ -344,5 +347,46 @@ def run_ablation(
                      "precision": cfg.precision, "threads": threads, "load_avg_at_start": la0,
                      **{f"machine_{k}": v for k, v in m.items()}, "measured": time.strftime("%Y-%m-%dT%H:%M:%S")})
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(csv_path, pd.DataFrame(rows).to_csv(index=False).encode())  # kept after every run
+        table = pd.concat([earlier, pd.DataFrame(rows)], ignore_index=True) if len(earlier) else pd.DataFrame(rows)
+        atomic_write_bytes(csv_path, table.to_csv(index=False).encode())  # kept after every run
     return csv_path
+
+
+def report_markdown(out: Path) -> str:
+    """Markdown tables of ``ttq_summary.csv`` and ``ttq_ablation.csv`` in ``out`` (for the README), from the CSVs."""
+    parts: list[str] = []
+    summary, ttq, abl = out / "ttq_summary.csv", out / "ttq.csv", out / "ttq_ablation.csv"
+
+    def minutes(v: Any) -> str:
+        return "not reached" if pd.isna(v) else f"{float(v):.1f} min"
+
+    if summary.is_file() and ttq.is_file():
+        s, t = pd.read_csv(summary), pd.read_csv(ttq)
+        parts += ["| recipe | model | steps x batch x patch | run | best LIVE1 PSNR | to 26.45 dB (reference: 30 min) "
+                  "| speed-up | to JPEG + 1 dB (reference: not in 50 min) | load avg |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for _, r in s.iterrows():
+            g = t[t["recipe"] == r["recipe"]]
+            g0 = g.iloc[0]
+            sp = r["speedup_reference_30min"]
+            parts.append(
+                f"| `{Path(str(r['recipe'])).name}` | {r['model']} | {int(g0['steps']):,} x {int(g0['batch_size'])} x "
+                f"{int(g0['patch_size'])}² | {r['run_minutes']:.1f} min | {r['best_psnr']:.2f} "
+                f"| {minutes(r['minutes_to_reference_30min'])} | {'' if pd.isna(sp) else f'{float(sp):.1f}x'} "
+                f"| {minutes(r['minutes_to_jpeg_plus_1db'])} | {g['load_avg'].min():.2f}-{g['load_avg'].max():.2f} |"
+            )
+        parts.append("")
+    if abl.is_file():
+        a = pd.read_csv(abl)
+        parts += ["| ablation | run | patch | batch | steps | lr | schedule | loss | init | LIVE1 PSNR | vs JPEG |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for _, r in a.iterrows():
+            sched = "constant" if float(r["min_lr_ratio"]) >= 1 and int(r["warmup_steps"]) == 0 else (
+                f"warm-up {int(r['warmup_steps'])} + cosine")
+            parts.append(
+                f"| `{Path(str(r['ablation'])).stem}` | {r['run']} | {int(r['patch_size'])} | {int(r['batch_size'])} "
+                f"| {int(r['steps']):,} | {r['lr']:g} | {sched} | {r['loss']} | {r['init']} | {r['psnr']:.2f} "
+                f"| {r['psnr'] - r['jpeg_psnr']:+.2f} |"
+            )
+        parts.append("")
+    return "\n".join(parts)

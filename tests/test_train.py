@@ -123,13 +123,33 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(image_dir: Path, tm
     assert json.loads((tmp_path / "n" / "state.json").read_text())["step"] == 3
 
 
-def test_identity_init_starts_at_the_input() -> None:
-    m = build_model("arcnn")
+@pytest.mark.parametrize("name", ["arcnn", "arcnn_relu", "arcnn_y", "fast_arcnn", "fast_arcnn_relu"])
+def test_identity_init_starts_at_the_input(name: str) -> None:
+    m = build_model(name)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
     assert init_identity_(m)
-    x = torch.rand(1, 3, 40, 40)
-    with torch.no_grad():
-        assert torch.allclose(m(x), x, atol=1e-6)
-    assert not init_identity_(build_model("fast_arcnn"))  # strided: not a plain chain, left alone
+    assert m.state_dict().keys() == before.keys()  # the architecture and its state dict are unchanged
+    c = 1 if name == "arcnn_y" else 3
+    for h, w in ((40, 40), (49, 51), (24, 26)):  # Fast ARCNN: space-to-depth and back, odd sizes padded
+        x = torch.rand(2, c, h, w)
+        with torch.no_grad():
+            assert torch.allclose(m(x), x, atol=1e-6)
+    # training can leave the identity: the channels that do not carry the input are not all zero
+    assert any(float(p.abs().sum()) > 0 for k, p in m.state_dict().items() if k.endswith("weight") and p.dim() == 4
+               and p.shape[0] > 12)
+
+
+def test_identity_init_refuses_what_it_cannot_make_the_identity() -> None:
+    from torch import nn
+
+    strided_no_deconv = nn.Sequential(nn.Conv2d(3, 64, 9, stride=2, padding=4), nn.PReLU(),
+                                      nn.Conv2d(64, 3, 5, padding=2))
+    too_narrow = nn.Sequential(nn.Conv2d(3, 8, 9, stride=2, padding=4), nn.PReLU(),  # 8 < 3 x 2 x 2 channels
+                               nn.ConvTranspose2d(8, 3, 9, stride=2, padding=4, output_padding=1))
+    for m in (strided_no_deconv, too_narrow):
+        before = [p.clone() for p in m.parameters()]
+        assert not init_identity_(m)
+        assert all(torch.equal(a, b) for a, b in zip(before, m.parameters(), strict=True))  # left untouched
 
 
 def test_batches_are_a_function_of_seed_and_step(image_dir: Path) -> None:

@@ -19,6 +19,7 @@ from compress.ttq import (
     ablation_configs,
     plot_ttq,
     reference_curve,
+    report_markdown,
     run_ablation,
     run_ttq,
     score_runs,
@@ -121,6 +122,14 @@ def test_ablation_file_runs_and_rejects_unknown_settings(image_dir: Path, tmp_pa
     df = pd.read_csv(path)
     assert list(df["run"]) == ["a", "b"] and list(df["steps"]) == [2, 4]
     assert list(df["pixels_seen"]) == [2 * 2 * 32**2, 4 * 1 * 32**2] and df["psnr"].notna().all()
+    other = tmp_path / "ablation-other.yaml"  # a second ablation file adds its rows; rerunning one replaces its own
+    other.write_text(f"base: {base}\ndataset: 'folder:{image_dir}'\nruns:\n  - name: c\n    set: {{steps: 1}}\n")
+    run_ablation(other, tmp_path / "bench", threads=1, limit=1, progress=False)
+    run_ablation(other, tmp_path / "bench", threads=1, limit=1, progress=False)
+    df = pd.read_csv(path)
+    assert list(df["run"]) == ["a", "b", "c"]
+    md = report_markdown(tmp_path / "bench")
+    assert "| `ablation` | b | 32 | 1 | 4 |" in md and "| `ablation-other` | c |" in md
 
     abl.write_text(f"base: {base}\nruns:\n  - name: a\n    set: {{patch: 3}}\n")
     with pytest.raises(RecipeError, match=r"runs\.a\.set: unknown training setting\(s\) patch"):
@@ -131,3 +140,14 @@ def test_ablation_file_runs_and_rejects_unknown_settings(image_dir: Path, tmp_pa
     abl.write_text(f"base: {base}\nrunz: []\n")
     with pytest.raises(RecipeError, match="runz"):
         ablation_configs(abl)
+
+
+SHIPPED_ABLATIONS = sorted((Path(__file__).resolve().parents[1] / "recipes" / "ablations").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_ABLATIONS, ids=[p.stem for p in SHIPPED_ABLATIONS])
+def test_shipped_ablations_load_and_keep_one_budget(path: Path, tmp_path: Path) -> None:
+    cfgs = ablation_configs(path, data_root=str(tmp_path))  # data folders are resolved, not read
+    assert len(cfgs) >= 2 and len({name for name, _ in cfgs}) == len(cfgs)
+    pixels = {c.steps * c.batch_size * c.patch_size**2 for _, c in cfgs}
+    assert len(pixels) == 1, f"{path.name}: runs see different numbers of training pixels: {sorted(pixels)}"

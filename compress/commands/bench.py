@@ -8,6 +8,7 @@ from pathlib import Path
 TTQ_RECIPES = (
     "recipes/train-ttq-arcnn-3min.yaml", "recipes/train-arcnn-q10.yaml", "recipes/train-fast-arcnn-q10.yaml",
 )
+ABLATIONS = ("recipes/ablations/arcnn-ttq.yaml", "recipes/ablations/fast-arcnn-init.yaml")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -19,12 +20,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument(
         "which", nargs="*", default=["loader", "train", "eval"],
-        choices=["loader", "train", "eval", "latency", "ttq", "ablation", "all"],
+        choices=["loader", "train", "eval", "latency", "ttq", "ablation", "report", "all"],
         help="which benchmarks (default: loader train eval; ttq = time to quality, about an hour; ablation = "
-        "equal-budget ablations of the training recipe, about 35 minutes; all = every one)",
+        "equal-budget ablations of the training recipe, about 45 minutes; report = print the ttq and ablation "
+        "tables as markdown; all = every one)",
     )
-    p.add_argument("--ablation", default="recipes/ablation-arcnn-ttq.yaml", metavar="FILE",
-                   help="ablation: the ablation file (default: %(default)s)")
+    p.add_argument("--ablation", nargs="+", default=list(ABLATIONS), metavar="FILE",
+                   help="ablation: the ablation files (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=2,
+                   help="ttq / ablation: torch threads for training and scoring (default: %(default)s)")
     p.add_argument(
         "--ttq-recipes", nargs="+", default=list(TTQ_RECIPES), metavar="RECIPE",
         help="training recipes timed by the ttq benchmark (default: %(default)s)",
@@ -74,11 +78,16 @@ def run(args: argparse.Namespace) -> int:
         runs = Path(args.ttq_runs) if args.ttq_runs else out / "ttq_runs"
         dirs = [runs / Path(r).stem for r in args.ttq_recipes]
         if args.ttq_phase in ("all", "train"):
-            dirs = train_runs(args.ttq_recipes, runs, marks_s=marks, data_root=args.data_root)
+            dirs = train_runs(args.ttq_recipes, runs, marks_s=marks, data_root=args.data_root, threads=args.threads)
         if args.ttq_phase in ("all", "score"):
-            print(score_runs(dirs, out, data_root=args.data_root))
+            print(score_runs(dirs, out, data_root=args.data_root, threads=args.threads))
     if "ablation" in args.which:
         from compress.ttq import run_ablation
 
-        print(run_ablation(args.ablation, out, data_root=args.data_root))
+        for f in args.ablation:
+            print(run_ablation(f, out, data_root=args.data_root, threads=args.threads))
+    if "report" in args.which:
+        from compress.ttq import report_markdown
+
+        print(report_markdown(out))
     return 0
