@@ -165,7 +165,7 @@ def init_identity_(model: nn.Module) -> bool:
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
             kh, kw = m.kernel_size
-            ph, pw = m.padding  # type: ignore[misc]
+            ph, pw = (int(v) for v in m.padding)  # ints: a string padding ('same') was refused above
             if m is last:
                 m.weight.zero_()  # ConvTranspose2d weight is [in, out, kh, kw]; Conv2d [out, in, kh, kw]
             else:
