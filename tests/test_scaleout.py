@@ -21,7 +21,7 @@ from compress.run import RunOptions, run_recipes
 # Four variants of one cheap student: prune at four ratios, two fine-tuning steps, export; one embedded image.
 SWEEP = """\
 name: sweep4
-student: {arch: fast_arcnn, checkpoint: models/absent/best.safetensors, if_missing: init}
+student: {arch: fast_arcnn, checkpoint: models/absent/best.safetensors, if_missing: init, init: kaiming}
 data: {train: embedded, train_limit: 1, eval: [embedded], limit: 1, qualities: [10]}
 stages:
   - {type: prune, ratio: 0.5, round_to: 4}
