@@ -331,8 +331,6 @@ def run_ablation(
     rows: list[dict[str, Any]] = []
     m = machine()
     csv_path = out / "ttq_ablation.csv"
-    earlier = pd.read_csv(csv_path) if csv_path.is_file() else pd.DataFrame({"ablation": []})
-    earlier = earlier[earlier["ablation"] != str(path)]  # other ablation files' rows stay; this file's are redone
     for name, cfg in ablation_configs(path, data_root=data_root, threads=threads):
         with tempfile.TemporaryDirectory(prefix="compress-ablation-") as tmp:
             cfg = replace(cfg, outputs_dir=tmp)
@@ -346,10 +344,23 @@ def run_ablation(
                      "min_lr_ratio": cfg.min_lr_ratio, "loss": cfg.loss, "init": cfg.init,
                      "precision": cfg.precision, "threads": threads, "load_avg_at_start": la0,
                      **{f"machine_{k}": v for k, v in m.items()}, "measured": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        out.mkdir(parents=True, exist_ok=True)
-        table = pd.concat([earlier, pd.DataFrame(rows)], ignore_index=True) if len(earlier) else pd.DataFrame(rows)
-        atomic_write_bytes(csv_path, table.to_csv(index=False).encode())  # kept after every run
+        _write_ablation_rows(csv_path, str(path), rows)  # kept after every run
     return csv_path
+
+
+def _write_ablation_rows(csv_path: Path, ablation: str, rows: list[dict[str, Any]]) -> None:
+    """Replace ``ablation``'s rows of ``csv_path`` by ``rows``, keeping every other file's rows.
+
+    Read and written under a file lock: two ablation files run at once (one per core) both keep their rows.
+    """
+    from filelock import FileLock
+
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(csv_path.with_suffix(".lock")), timeout=600):
+        earlier = pd.read_csv(csv_path) if csv_path.is_file() else pd.DataFrame({"ablation": []})
+        earlier = earlier[earlier["ablation"] != ablation]
+        table = pd.concat([earlier, pd.DataFrame(rows)], ignore_index=True) if len(earlier) else pd.DataFrame(rows)
+        atomic_write_bytes(csv_path, table.to_csv(index=False).encode())
 
 
 def report_markdown(out: Path) -> str:

@@ -16,6 +16,7 @@ from compress.errors import ConfigError, RecipeError
 from compress.recipe.train_recipe import train_config
 from compress.train import TrainConfig
 from compress.ttq import (
+    _write_ablation_rows,
     ablation_configs,
     plot_ttq,
     reference_curve,
@@ -128,6 +129,10 @@ def test_ablation_file_runs_and_rejects_unknown_settings(image_dir: Path, tmp_pa
     run_ablation(other, tmp_path / "bench", threads=1, limit=1, progress=False)
     df = pd.read_csv(path)
     assert list(df["run"]) == ["a", "b", "c"]
+    # a writer that started before another file's rows existed keeps them (the table is re-read under a lock)
+    _write_ablation_rows(path, str(abl), [{"ablation": str(abl), "run": "a2"}])
+    assert list(pd.read_csv(path)["run"]) == ["c", "a2"]
+    run_ablation(abl, tmp_path / "bench", threads=1, limit=1, progress=False)
     md = report_markdown(tmp_path / "bench")
     assert "| `ablation` | b | 32 | 1 | 4 |" in md and "| `ablation-other` | c |" in md
 
