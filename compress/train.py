@@ -508,7 +508,8 @@ class Trainer:
                     run_loss, n_loss = 0.0, 0
                     bar.set_postfix(loss=f"{loss_val:.5f}", val=f"{psnr:.3f}", best=f"{self.state.best_psnr:.3f}")
                 elif self.state.step % 10 == 0:
-                    shown = {"best": f"{self.state.best_psnr:.3f}"} if self.validator is not None else {}
+                    validated = self.validator is not None and self.state.best_step >= 0
+                    shown = {"best": f"{self.state.best_psnr:.3f}"} if validated else {}
                     bar.set_postfix(loss=f"{loss_val:.5f}", **shown)
                 stop = distributed.any_rank(interrupted)  # one rank may see Ctrl-C a step before the others
                 if self.state.step % cfg.ckpt_every == 0 or done or stop:
