@@ -184,6 +184,9 @@ def score_runs(
 
     rows: list[dict[str, Any]] = []
     for run_dir in run_dirs:
+        if not (run_dir / RUN_INFO).is_file():
+            raise ConfigError(f"{run_dir}: no finished time-to-quality run to score (train it first: "
+                              "compress bench ttq --ttq-phase train)")
         info = json.loads((run_dir / RUN_INFO).read_text())
         raw = json.loads((run_dir / "config.json").read_text())
         cfg = TrainConfig(**{**raw, "qualities": tuple(raw["qualities"])})

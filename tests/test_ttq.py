@@ -100,6 +100,8 @@ def test_run_ttq_writes_csv_summary_and_plot(image_dir: Path, tmp_path: Path) ->
     run = out / "ttq_runs" / "ttq-tiny"
     assert (run / "best.safetensors").is_file() and len(list((run / "snapshots").iterdir())) == 1
     assert score_runs([run], out, threads=1, dataset=f"folder:{image_dir}", limit=1) == path  # scoring alone
+    with pytest.raises(ConfigError, match="no finished time-to-quality run"):
+        score_runs([out / "ttq_runs" / "never-trained"], out, threads=1)
     df = pd.read_csv(path)
     assert list(df["step"]) == [3] and df["threads"].iloc[0] == 1
     assert {"machine_cpu", "load_avg", "recipe", "lr", "patch_size"} <= set(df.columns)
