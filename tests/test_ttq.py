@@ -86,13 +86,18 @@ def test_scores_and_summary(image_dir: Path, tmp_path: Path) -> None:
     assert s["target_jpeg_plus_1db_psnr"] == 26.69
 
 
-def test_run_ttq_writes_csv_summary_and_plot(image_dir: Path, tmp_path: Path) -> None:
-    recipe = tmp_path / "ttq-tiny.yaml"
-    recipe.write_text(
-        "schema_version: 1\nkind: train\nname: ttq-tiny\narch: arcnn\n"
+def _tiny_recipe(path: Path, image_dir: Path, *, steps: int) -> Path:
+    """A training recipe of ``steps`` steps of 2 x 32x32 crops from ``image_dir`` (named after the file)."""
+    path.write_text(
+        f"schema_version: 1\nkind: train\nname: {path.stem}\narch: arcnn\n"
         f"data: {{train: 'folder:{image_dir}', val: 'folder:{image_dir}', val_limit: 1}}\n"
-        "patch_size: 32\nbatch_size: 2\nsteps: 3\nwarmup_steps: 1\n"
+        f"patch_size: 32\nbatch_size: 2\nsteps: {steps}\nwarmup_steps: 1\n"
     )
+    return path
+
+
+def test_run_ttq_writes_csv_summary_and_plot(image_dir: Path, tmp_path: Path) -> None:
+    recipe = _tiny_recipe(tmp_path / "ttq-tiny.yaml", image_dir, steps=3)
     cfg = train_config(recipe)
     assert cfg.images_dir == str(image_dir) and cfg.steps == 3
     out = tmp_path / "bench"
@@ -110,12 +115,7 @@ def test_run_ttq_writes_csv_summary_and_plot(image_dir: Path, tmp_path: Path) ->
 
 
 def test_ablation_file_runs_and_rejects_unknown_settings(image_dir: Path, tmp_path: Path) -> None:
-    base = tmp_path / "train-base.yaml"
-    base.write_text(
-        "schema_version: 1\nkind: train\nname: base\narch: arcnn\n"
-        f"data: {{train: 'folder:{image_dir}', val: 'folder:{image_dir}', val_limit: 1}}\n"
-        "patch_size: 32\nbatch_size: 2\nsteps: 2\nwarmup_steps: 1\n"
-    )
+    base = _tiny_recipe(tmp_path / "train-base.yaml", image_dir, steps=2)
     abl = tmp_path / "ablation.yaml"
     abl.write_text(f"base: {base}\ndataset: 'folder:{image_dir}'\nruns:\n  - name: a\n    set: {{}}\n"
                    "  - name: b\n    set: {batch_size: 1, steps: 4, init: reference}\n")
