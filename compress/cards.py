@@ -88,7 +88,7 @@ def measure_card(
 
 def render_card(card: ModelCard) -> str:
     c = card.train_config
-    validated = int(c.get("val_every") or 0) < int(c.get("steps") or 0) + 1 and c.get("val_dataset")
+    validated = c.get("val_dataset") and int(c.get("val_every") or 0) <= int(c.get("steps") or 0)
     which = "the best validation step" if validated else "the final step (no validation during training)"
     val = (f", validation `{c.get('val_dataset', '?')}` (first {c.get('val_limit')})" if validated else "")
     lines = [
