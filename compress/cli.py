@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from compress.errors import CompressError
+from compress.sysalloc import tune_malloc
 
 # Order is the order in ``compress --help``.
 COMMAND_MODULES = [
@@ -29,6 +30,7 @@ COMMAND_MODULES = [
     "compress.commands.pareto",
     "compress.commands.recipe",
     "compress.commands.run",
+    "compress.commands.summary",
 ]
 
 
@@ -62,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_in = normalize_argv(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(args_in)
+    tune_malloc()  # large tensors stay in the heap: see compress.sysalloc
     try:
         rc = args.func(args)
     except CompressError as exc:

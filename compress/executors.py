@@ -115,6 +115,9 @@ def _worker_env(threads: int, filters: list[Any]) -> None:
     # A spawned process starts with the default filters; keep what the command silenced. Nothing has warned
     # here yet, so no registry caches the old filters.
     warnings.filters[:] = filters  # type: ignore[index]
+    from compress.sysalloc import tune_malloc
+
+    tune_malloc()
 
 
 def run_isolated(variant: Variant, opts: RunOptions, threads: int, cwd: str) -> tuple[VariantOutcome, list[str]]:

@@ -398,3 +398,13 @@ def test_cli_schema_and_new(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "# " in out.read_text()  # the template's comments are kept
     assert main(["recipe", "new", "--from", "prune-arcnx"]) == 2
     assert "did you mean 'prune-arcnn'" in capsys.readouterr().err
+
+
+def test_packaged_templates_are_the_shipped_recipes() -> None:
+    """``compress recipe new`` reads templates from the package (an installed compress has no
+    checkout); they must be byte copies of the compression recipes in recipes/."""
+    from compress.recipe.docs import TEMPLATES_DIR, template_names
+
+    assert template_names() == sorted(p.stem for p in SHIPPED)
+    stale = [p.name for p in SHIPPED if (TEMPLATES_DIR / p.name).read_bytes() != p.read_bytes()]
+    assert not stale, f"copy {stale} from recipes/ to {TEMPLATES_DIR}"

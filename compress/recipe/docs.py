@@ -23,7 +23,11 @@ from compress.recipe.schema import STAGE_MODELS, DataConfig, Hint, Recipe, Stude
 from compress.recipe.train_recipe import TrainData, TrainRecipe
 
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
-"""Shipped recipes (the templates of ``compress recipe new``), at the repository root."""
+"""Shipped recipes, at the repository root of a checkout."""
+
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+"""The templates of ``compress recipe new``: copies of the compression recipes in ``recipes/``, shipped
+inside the package so an installed ``compress`` has them too (a test keeps the copies identical)."""
 
 
 def json_schema() -> dict[str, Any]:
@@ -206,7 +210,7 @@ def recipe_keys_markdown() -> str:
 
 def template_names() -> list[str]:
     """Names of the shipped recipes usable with ``compress recipe new --from``."""
-    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml") if not p.stem.startswith("train-"))
+    return sorted(p.stem for p in TEMPLATES_DIR.glob("*.yaml"))
 
 
 def recipe_from_template(template: str, *, name: str | None = None) -> str:
@@ -219,7 +223,7 @@ def recipe_from_template(template: str, *, name: str | None = None) -> str:
 
     p = Path(template)
     if not p.is_file():
-        p = RECIPES_DIR / f"{template.removesuffix('.yaml')}.yaml"
+        p = TEMPLATES_DIR / f"{template.removesuffix('.yaml')}.yaml"
     if not p.is_file() or p.stem.startswith("train-"):
         raise RecipeError(unknown_message("recipe template", template, template_names()))
     text = p.read_text(encoding="utf-8")

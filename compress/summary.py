@@ -1,0 +1,93 @@
+"""Seed-averaged comparison of recipes: the tables a study's claims are checked against.
+
+A *condition* is a recipe's variants with the seed taken out of their names (``seed0``, ``seed1`` and
+``seed2`` of one recipe are one condition; ``ratio0.5-seed1`` belongs to ``ratio0.5``). For each
+condition and each dataset x JPEG quality x protocol, :func:`summarize` gives the number of seeds,
+the mean and standard deviation of PSNR / SSIM / PSNR-B, the JPEG baseline, the parameters and the
+true MACs per 720p frame, and the difference to a control condition. Made only from the results
+tables (``quality.csv``, ``cost.csv``), like every plot.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from compress.errors import DataError
+from compress.pareto import load_tables
+
+_SEED = re.compile(r"(^|-)seed\d+(?=-|$)")
+
+
+def condition_of(variant_name: str) -> str:
+    """The variant's name without its seed token ('' when the seed was all that was swept)."""
+    return _SEED.sub("", str(variant_name)).strip("-")
+
+
+def summarize(results: Sequence[str | Path], control: str | None = None) -> pd.DataFrame:
+    """One row per condition x dataset x quality x protocol (see the module docstring).
+
+    ``control`` names the condition that ``delta_psnr`` is measured against: ``RECIPE`` or
+    ``RECIPE/CONDITION``. Without it, ``delta_psnr`` is empty.
+
+    Raises:
+        DataError: unreadable results, or a control that is not among them.
+    """
+    tables = load_tables(results)
+    q = tables.quality.copy()
+    q["condition"] = [
+        f"{r}/{c}" if c else str(r) for r, c in zip(q["recipe"], q["variant_name"].map(condition_of), strict=True)
+    ]
+    cost = tables.cost[tables.cost["resolution"] == "720p30"][["key", "params", "macs_true"]]
+    q = q.merge(cost, on="key", how="left")
+    keys = ["condition", "dataset", "quality", "protocol"]
+    g = q.groupby(keys, sort=True)
+    out = g.agg(
+        seeds=("variant", "nunique"),
+        psnr=("psnr", "mean"),
+        psnr_sd=("psnr", "std"),
+        ssim=("ssim", "mean"),
+        psnrb=("psnrb", "mean"),
+        jpeg_psnr=("jpeg_psnr", "mean"),
+        params=("params", "max"),
+        macs_720p=("macs_true", "max"),
+        n_images=("n_images", "max"),
+    ).reset_index()
+    out["psnr_sd"] = out["psnr_sd"].fillna(0.0)
+    out["gain"] = out["psnr"] - out["jpeg_psnr"]
+    out["delta_psnr"] = float("nan")
+    if control is not None:
+        if control not in set(out["condition"]):
+            raise DataError(
+                f"control {control!r} is not among the conditions: {', '.join(sorted(set(out['condition'])))}"
+            )
+        ref = out[out["condition"] == control].set_index(["dataset", "quality", "protocol"])["psnr"]
+        idx = pd.MultiIndex.from_frame(out[["dataset", "quality", "protocol"]])
+        out["delta_psnr"] = out["psnr"].to_numpy() - ref.reindex(idx).to_numpy()
+    return out
+
+
+def summary_markdown(table: pd.DataFrame, control: str | None = None) -> str:
+    """:func:`summarize`'s table as markdown, one section per dataset x quality x protocol."""
+    lines: list[str] = []
+    for (dataset, quality, protocol), part in table.groupby(["dataset", "quality", "protocol"], sort=True):
+        lines += [
+            f"### {dataset}, q{quality}, {protocol} (JPEG {part['jpeg_psnr'].iloc[0]:.2f} dB)",
+            "",
+            "| condition | seeds | PSNR (dB) | SSIM | PSNR-B | gain over JPEG | "
+            + (f"vs {control} | " if control else "")
+            + "params | GMACs / 720p frame |",
+            "|---|---|---|---|---|---|" + ("---|" if control else "") + "---|---|",
+        ]
+        for r in part.itertuples(index=False):
+            sd = f" ± {r.psnr_sd:.3f}" if r.seeds > 1 else ""
+            delta = (f" {r.delta_psnr:+.3f} |" if pd.notna(r.delta_psnr) else " |") if control else ""
+            lines.append(
+                f"| {r.condition} | {r.seeds} | {r.psnr:.3f}{sd} | {r.ssim:.4f} | {r.psnrb:.2f} | {r.gain:+.3f} |"
+                f"{delta} {int(r.params):,} | {r.macs_720p / 1e9:.1f} |"
+            )
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,70 @@
+"""compress.summary: seeds averaged per condition, the control difference, the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from compress.cli import main
+from compress.errors import DataError
+from compress.summary import condition_of, summarize, summary_markdown
+
+
+def _results(root: Path, recipe: str, psnrs: dict[str, float], params: int) -> Path:
+    folder = root / recipe
+    folder.mkdir(parents=True)
+    q = [
+        {"recipe": recipe, "variant": f"{name}-{i:08x}", "variant_name": name, "dataset": "live1", "quality": 10,
+         "protocol": "idcn-rgb", "n_images": 29, "psnr": p, "ssim": 0.78, "psnrb": p - 0.2, "jpeg_psnr": 25.69}
+        for i, (name, p) in enumerate(psnrs.items())
+    ]
+    c = [
+        {"recipe": recipe, "variant": r["variant"], "resolution": res, "params": params, "macs_true": params * 1e6,
+         "weight_bits": 32, "act_bits": 32}
+        for r in q for res in ("480p30", "720p30")
+    ]
+    pd.DataFrame(q).to_csv(folder / "quality.csv", index=False)
+    pd.DataFrame(c).to_csv(folder / "cost.csv", index=False)
+    return folder
+
+
+def test_condition_drops_only_the_seed_token() -> None:
+    assert condition_of("seed0") == ""
+    assert condition_of("ratio0.5-seed12") == "ratio0.5"
+    assert condition_of("seed3-l1") == "l1"
+    assert condition_of("seedless-ratio0.5") == "seedless-ratio0.5"
+
+
+def test_mean_sd_and_control(tmp_path: Path) -> None:
+    ctrl = _results(tmp_path, "ctrl", {"seed0": 26.70, "seed1": 26.72, "seed2": 26.74}, 117_734)
+    kd = _results(tmp_path, "kd", {"ratio0.5-seed0": 26.60, "ratio0.5-seed1": 26.62, "ratio0.25-seed0": 26.68},
+                  40_000)
+    t = summarize([ctrl, kd], control="ctrl").set_index("condition")
+    assert t.loc["ctrl", "seeds"] == 3
+    assert t.loc["ctrl", "psnr"] == pytest.approx(26.72)
+    assert t.loc["ctrl", "psnr_sd"] == pytest.approx(0.02)  # sample sd
+    assert t.loc["kd/ratio0.5", "seeds"] == 2
+    assert t.loc["kd/ratio0.5", "delta_psnr"] == pytest.approx(26.61 - 26.72)
+    assert t.loc["kd/ratio0.25", "psnr_sd"] == 0.0
+    assert t.loc["kd/ratio0.25", "macs_720p"] == pytest.approx(40_000e6)  # the 720p30 row
+    assert t.loc["ctrl", "gain"] == pytest.approx(26.72 - 25.69)
+    md = summary_markdown(summarize([ctrl, kd], control="ctrl"), control="ctrl")
+    assert "| kd/ratio0.5 | 2 | 26.610 ± 0.014 |" in md and "-0.110 |" in md
+
+
+def test_unknown_control_names_the_conditions(tmp_path: Path) -> None:
+    ctrl = _results(tmp_path, "ctrl", {"seed0": 26.7}, 10)
+    with pytest.raises(DataError, match="not among the conditions: ctrl"):
+        summarize([ctrl], control="ctl")
+
+
+def test_cli_writes_markdown_and_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ctrl = _results(tmp_path, "ctrl", {"seed0": 26.7, "seed1": 26.8}, 10)
+    out, csv = tmp_path / "s.md", tmp_path / "s.csv"
+    assert main(["summary", str(ctrl), "--control", "ctrl", "--out", str(out), "--csv", str(csv)]) == 0
+    assert "### live1, q10, idcn-rgb" in capsys.readouterr().out
+    assert "| ctrl | 2 | 26.750 ± 0.071 |" in out.read_text()
+    assert pd.read_csv(csv)["seeds"].tolist() == [2]
+    assert main(["summary", str(tmp_path / "none")]) == 2
