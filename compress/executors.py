@@ -211,12 +211,30 @@ class _Gather:
 # local process pool
 
 
+WORKER_DIED = (
+    "its worker process died (killed by the system, e.g. out of memory, or a crash in native code); "
+    "it was retried alone and died again"
+)
+
+
+def _isolated_task() -> Callable[..., tuple[VariantOutcome, list[str]]]:
+    """What a pool worker runs for a variant (a module attribute, so a test can stand in a worker that dies)."""
+    return run_isolated
+
+
 @EXECUTORS.register("local")
 def run_local(variants: Sequence[Variant], opts: RunOptions, out: Out = print) -> list[VariantOutcome]:
-    """Variants in a pool of ``opts.workers`` spawned processes (default: one per core)."""
+    """Variants in a pool of ``opts.workers`` spawned processes (default: one per core).
+
+    A worker that dies (killed for memory, a native crash) breaks the whole pool, and every variant
+    still in it fails with :class:`BrokenProcessPool`. Those variants run again, each alone in a fresh
+    one-worker pool, so only the one that really kills its worker fails (:data:`WORKER_DIED`); the
+    others are recorded as usual.
+    """
     import multiprocessing
     import warnings
     from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
 
     opts = _absolute(opts)
     skipped, todo = _split_done(variants, opts)
@@ -231,25 +249,43 @@ def run_local(variants: Sequence[Variant], opts: RunOptions, out: Out = print) -
     gather = _Gather(len(todo), out)
     t0 = time.perf_counter()
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_env,
-                             initargs=(threads, list(warnings.filters))) as pool:
-        pending: dict[Future[tuple[VariantOutcome, list[str]]], Variant] = {
-            pool.submit(run_isolated, v, opts, threads, os.getcwd()): v for v in todo
-        }
-        try:
-            while pending:
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    v = pending.pop(fut)
-                    try:
-                        outcome, lines = fut.result()
-                    except Exception as exc:  # a failed variant (or a dead worker) does not stop the others
-                        gather.error(v, exc)
-                    else:
-                        gather.ok(v, outcome, lines)
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+    task = _isolated_task()
+
+    def run_pool(batch: Sequence[Variant], n_workers: int, last_try: bool) -> list[Variant]:
+        """Run ``batch``; returns the variants whose pool broke (to retry), unless this is their last try."""
+        broken: list[Variant] = []
+        with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx, initializer=_worker_env,
+                                 initargs=(threads, list(warnings.filters))) as pool:
+            pending: dict[Future[tuple[VariantOutcome, list[str]]], Variant] = {
+                pool.submit(task, v, opts, threads, os.getcwd()): v for v in batch
+            }
+            try:
+                while pending:
+                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        v = pending.pop(fut)
+                        try:
+                            outcome, lines = fut.result()
+                        except BrokenProcessPool:
+                            if last_try:
+                                gather.error(v, CompressError(WORKER_DIED))
+                            else:
+                                broken.append(v)
+                        except Exception as exc:  # a failed variant does not stop the others
+                            gather.error(v, exc)
+                        else:
+                            gather.ok(v, outcome, lines)
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+        return broken
+
+    retry = run_pool(todo, workers, last_try=False)
+    if retry:
+        out(f"a worker process died; running {len(retry)} variant(s) again, one at a time: "
+            + ", ".join(v.id for v in retry))
+    for v in retry:
+        run_pool([v], 1, last_try=True)
     out(f"{len(todo)} variant(s) in {time.perf_counter() - t0:.0f} s")
     return skipped + gather.finish(todo)
 

@@ -100,6 +100,36 @@ def test_ray_missing_is_one_line(recipe: Path, tmp_path: Path, monkeypatch: pyte
     assert err == f"compress: error: {RAY_MISSING}" and "pip install 'compress[ray]'" in err
 
 
+def _dying_task(variant: Any, opts: Any, threads: int, cwd: str) -> Any:
+    """A pool worker's task that kills its process for ratio0.4 and pretends to run the others."""
+    import os
+
+    from compress.run import VariantOutcome
+
+    if variant.name == "ratio0.4":
+        os._exit(3)
+    return VariantOutcome(variant.recipe.name, variant.id, "ran", Path(cwd)), [f"fake {variant.name}"]
+
+
+def test_local_pool_survives_a_dying_worker(recipe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A killed worker breaks the pool; the others run again alone and only the killer fails."""
+    import compress.executors as ex
+    from compress.recipe.expand import load_recipe
+
+    monkeypatch.setattr(ex, "_isolated_task", lambda: _dying_task)
+    variants = load_recipe(recipe, check_files=False).variants
+    lines: list[str] = []
+    with pytest.raises(CompressError) as err:
+        run_variants(variants, RunOptions(results_dir=tmp_path / "r", executor="local", workers=2, threads=1),
+                     lines.append)
+    msg = str(err.value)
+    assert msg.startswith("1 of 4 variant(s) failed") and ex.WORKER_DIED in msg
+    assert "ratio0.4" in msg and not any(f"ratio{r}" in msg for r in ("0.2", "0.6", "0.8"))
+    for name in ("ratio0.2", "ratio0.6", "ratio0.8"):  # the broken pool's other variants, run again alone
+        assert f"fake {name}" in lines
+    assert any(line.startswith("a worker process died; running") for line in lines)
+
+
 def test_threads_are_split_fairly_and_options_checked() -> None:
     assert threads_per_worker(2, cores=2) == 1
     assert threads_per_worker(3, cores=8) == 2
