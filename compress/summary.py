@@ -38,6 +38,9 @@ def summarize(results: Sequence[str | Path], control: str | None = None) -> pd.D
     """
     tables = load_tables(results)
     q = tables.quality.copy()
+    missing = [c for c in ("recipe", "variant_name", "psnr", "ssim", "psnrb", "jpeg_psnr", "n_images") if c not in q]
+    if missing:
+        raise DataError(f"quality tables lack {', '.join(missing)} (written by an older compress run?)")
     q["condition"] = [
         f"{r}/{c}" if c else str(r) for r, c in zip(q["recipe"], q["variant_name"].map(condition_of), strict=True)
     ]
