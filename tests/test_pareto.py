@@ -273,13 +273,31 @@ def test_cli(results: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 
 @pytest.mark.slow
 def test_html_renders_in_headless_chromium(results: Path, tmp_path: Path) -> None:
+    """The self-contained page draws in a real browser: plotly ran, every variant is a point, the selector works."""
     browser = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
     if browser is None:
-        pytest.skip("no chromium binary (/usr/bin/chromium): the browser check needs one")
+        pytest.skip("no chromium binary (apt install chromium): the browser check needs one")
     out = tmp_path / "out"
-    write_fronts(load_tables([results]), [get_target("cpu-ort-fp32")], SEL, out, x="params")
+    targets = [get_target("cpu-ort-fp32"), get_target("edge-npu")]
+    write_fronts(load_tables([results]), targets, SEL, out, x="params")
+    page = (out / "fronts.html").as_uri()
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--window-size=1000,700", "--virtual-time-budget=5000"]
+    dom = subprocess.run([browser, *flags, "--dump-dom", page], check=True, capture_output=True, text=True,
+                         timeout=120).stdout
+    html = (out / "fronts.html").read_text(encoding="utf-8")
+    assert "<script src=" not in html  # self-contained: plotly.js is inline, no CDN
+    drawn = re.sub(r"<script.*?</script>", "", dom, flags=re.S)  # what the browser built, not the source
+    assert 'class="main-svg"' in drawn  # plotly.js ran and drew the figure
+    # the first target's panel: one marker per variant with a finite cost, each labelled
+    assert len(re.findall(r'<path class="point', drawn)) >= len(VARIANTS)
+    labels = re.findall(r'class="textpoint".*?white-space: pre;">([^<]*)<', drawn)
+    for name in ("arcnn-p50", "fast-int8", "tiny-w4"):
+        assert any(name in label.split(", ") for label in labels), (name, labels)  # ties share one label
+    assert "IDCN" in labels  # the published reference points are drawn too
+    # the target selector is drawn, showing the first target; the others are its buttons
+    menu = re.findall(r'class="updatemenu-item-text"[^>]*>([^<]*)<', drawn)
+    assert menu and menu[0] == targets[0].label()
+    assert all(t.label() in html for t in targets)
     shot = tmp_path / "shot.png"
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
-                    "--window-size=1000,700", "--virtual-time-budget=5000", (out / "fronts.html").as_uri()],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run([browser, *flags, f"--screenshot={shot}", page], check=True, capture_output=True, timeout=120)
     assert shot.is_file() and shot.stat().st_size > 10_000
