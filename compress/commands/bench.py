@@ -20,11 +20,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument(
         "which", nargs="*", default=["loader", "train", "eval"],
-        choices=["loader", "train", "eval", "latency", "ttq", "ablation", "report", "all"],
+        choices=["loader", "train", "eval", "latency", "ttq", "ablation", "report", "speedgoal", "all"],
         help="which benchmarks (default: loader train eval; ttq = time to quality, about an hour; ablation = "
         "equal-budget ablations of the training recipe, about 45 minutes; report = print the ttq and ablation "
-        "tables as markdown; all = every one)",
+        "tables as markdown; speedgoal = the fastest measured variant at >= JPEG + 1 dB per target, from the "
+        "results tables (measures nothing); all = every one but speedgoal)",
     )
+    p.add_argument("--results", nargs="+", metavar="DIR",
+                   help="speedgoal: results folders (default: every results/*/ with a latency.csv)")
+    p.add_argument("--min-gain", type=float, default=1.0,
+                   help="speedgoal: quality floor, dB over the JPEG input on LIVE1 q10 (default: %(default)s)")
     p.add_argument("--ablation", nargs="+", default=list(ABLATIONS), metavar="FILE",
                    help="ablation: the ablation files (default: %(default)s)")
     p.add_argument("--threads", type=int, default=2,
@@ -90,4 +95,15 @@ def run(args: argparse.Namespace) -> int:
         from compress.ttq import report_markdown
 
         print(report_markdown(out))
+    if "speedgoal" in args.which:
+        from compress.speedgoal import Goal, write_speed_goal
+
+        folders = args.results or sorted(str(p.parent) for p in Path("results").glob("*/latency.csv"))
+        if not folders:
+            from compress.errors import DataError
+
+            raise DataError("speedgoal: no results/*/latency.csv; measure latency first or pass --results")
+        csv, md = write_speed_goal(folders, out, Goal(min_gain_db=args.min_gain))
+        print(md.read_text(encoding="utf-8"), end="")
+        print(csv)
     return 0

@@ -1,0 +1,118 @@
+"""The speed goal of the deployment study: the fastest variant that keeps a quality floor, per target.
+
+Issue #6 sets it as: on this 2-core CPU, the fastest variant that keeps LIVE1 q10 (``idcn-rgb``) at
+>= JPEG + 1.0 dB restores a 1280x720 frame in <= 33 ms. This module reads only the results tables
+(``quality.csv`` + ``latency.csv`` of each results folder, see :mod:`compress.pareto`) and answers, per
+measured target and resolution:
+
+* the fastest variant at or above the floor, its ms/frame and whether it meets the budget;
+* when none qualifies: the fastest variant overall (how fast the target gets at all) and the best
+  variant's quality (how far the floor is), so a missed goal reads as a measured front, not a "no".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from compress.errors import DataError
+from compress.pareto import load_tables
+
+#: 30 frames per second.
+REAL_TIME_MS = 1000.0 / 30.0
+
+
+@dataclass(frozen=True)
+class Goal:
+    """The quality floor (gain over the JPEG input on one selection) and the per-frame budget."""
+
+    dataset: str = "live1"
+    quality: int = 10
+    protocol: str = "idcn-rgb"
+    min_gain_db: float = 1.0
+    budget_ms: float = REAL_TIME_MS
+
+
+def speed_goal(results: Sequence[str | Path], goal: Goal = Goal()) -> pd.DataFrame:
+    """One row per target x resolution that has latency rows: the answer to the speed goal there.
+
+    Columns: ``target``, ``resolution``, ``floor_psnr`` (JPEG + gain), ``variant`` / ``psnr`` / ``ms``
+    (fastest qualifying variant; empty when none), ``met`` (it exists and ``ms <= budget_ms``),
+    ``fastest_variant`` / ``fastest_psnr`` / ``fastest_ms`` (fastest of all), ``best_variant`` /
+    ``best_psnr`` / ``best_ms`` (highest PSNR among the timed ones), ``short_db`` (floor - best PSNR when
+    nothing qualifies, else 0), ``n_timed`` and the goal's settings.
+
+    Raises:
+        DataError: no quality rows for the goal's selection, or no latency rows at all.
+    """
+    t = load_tables(results)
+    q = t.quality
+    q = q[(q["dataset"] == goal.dataset) & (q["quality"] == goal.quality) & (q["protocol"] == goal.protocol)]
+    if not len(q):
+        raise DataError(f"no quality rows for {goal.dataset} q{goal.quality} {goal.protocol} in "
+                        f"{', '.join(map(str, results))}")
+    if not len(t.latency):
+        raise DataError(f"no latency.csv rows in {', '.join(map(str, results))} (run compress latency / "
+                        "deploy.measure_results first)")
+    scores = q.drop_duplicates("key", keep="last").set_index("key")
+    floor = float(scores["jpeg_psnr"].median()) + goal.min_gain_db
+    lat = t.latency.drop_duplicates(["key", "target", "resolution"], keep="last")
+    rows = []
+    for (target, res), part in lat.groupby(["target", "resolution"], sort=True):
+        timed = part[part["key"].isin(scores.index)].copy()
+        if not len(timed):
+            continue
+        timed["psnr"] = scores.loc[timed["key"], "psnr"].to_numpy(dtype=float)
+        timed["ms"] = timed["ms_median"].astype(float)
+        fastest = timed.loc[timed["ms"].idxmin()]
+        best = timed.sort_values(["psnr", "ms"], ascending=[False, True]).iloc[0]
+        ok = timed[timed["psnr"] >= floor]
+        pick = ok.loc[ok["ms"].idxmin()] if len(ok) else None
+        rows.append({
+            "target": target, "resolution": res, "floor_psnr": round(floor, 4),
+            "variant": pick["key"] if pick is not None else "",
+            "psnr": float(pick["psnr"]) if pick is not None else float("nan"),
+            "ms": float(pick["ms"]) if pick is not None else float("nan"),
+            "met": bool(pick is not None and float(pick["ms"]) <= goal.budget_ms),
+            "fastest_variant": fastest["key"], "fastest_psnr": float(fastest["psnr"]),
+            "fastest_ms": float(fastest["ms"]),
+            "best_variant": best["key"], "best_psnr": float(best["psnr"]), "best_ms": float(best["ms"]),
+            "short_db": 0.0 if pick is not None else round(floor - float(best["psnr"]), 4),
+            "n_timed": len(timed), **{f"goal_{k}": v for k, v in asdict(goal).items()},
+        })
+    return pd.DataFrame(rows)
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """The speed-goal table as markdown (ms rounded to 0.1, PSNR to 0.001)."""
+    if not len(table):
+        return "(no timed variants)\n"
+    g = table.iloc[0]
+    lines = [
+        f"Goal: fastest variant with {g['goal_dataset']} q{g['goal_quality']} ({g['goal_protocol']}) PSNR >= "
+        f"{g['floor_psnr']:.2f} dB (JPEG + {g['goal_min_gain_db']:.1f}) within {g['goal_budget_ms']:.1f} ms/frame.",
+        "",
+        "| target | resolution | qualifying variant | PSNR | ms | met | fastest variant | its PSNR | ms | "
+        "best PSNR (ms) | short by (dB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in table.itertuples(index=False):
+        pick = f"{r.variant} | {r.psnr:.3f} | {r.ms:.1f}" if r.variant else "none | | "
+        lines.append(f"| {r.target} | {r.resolution} | {pick} | {'yes' if r.met else 'no'} | {r.fastest_variant} | "
+                     f"{r.fastest_psnr:.3f} | {r.fastest_ms:.1f} | {r.best_psnr:.3f} ({r.best_ms:.1f}) | "
+                     f"{r.short_db:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_speed_goal(results: Sequence[str | Path], out_dir: str | Path, goal: Goal = Goal()) -> list[Path]:
+    """Write ``speed_goal.csv`` and ``speed_goal.md`` into ``out_dir``; return both paths."""
+    table = speed_goal(results, goal)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    csv, md = out / "speed_goal.csv", out / "speed_goal.md"
+    table.to_csv(csv, index=False)
+    md.write_text(to_markdown(table), encoding="utf-8")
+    return [csv, md]

@@ -1,0 +1,72 @@
+"""The speed-goal report on hand-made results tables: qualifying variant, budget, and a missed goal."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from test_pareto import make_results
+
+from compress.cli import main
+from compress.errors import DataError
+from compress.speedgoal import Goal, speed_goal, write_speed_goal
+
+# ms/frame at 720p30. JPEG is 25.69 dB, so the floor is 26.69 dB: arcnn 27.10, arcnn-p50 26.95, fast 26.80 and
+# fast-int8 26.70 qualify; tiny-w4 (26.30) and slow (26.00) do not.
+LATENCY = {
+    ("arcnn", "cpu-a"): 900.0, ("arcnn-p50", "cpu-a"): 300.0, ("fast", "cpu-a"): 100.0,
+    ("fast-int8", "cpu-a"): 30.0, ("tiny-w4", "cpu-a"): 10.0,
+    ("tiny-w4", "cpu-b"): 12.0, ("slow", "cpu-b"): 2000.0,
+    ("fast-int8", "cpu-c"): 40.0, ("arcnn", "cpu-c"): 800.0,
+}
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    return make_results(tmp_path / "demo", latency=LATENCY)
+
+
+def _row(table, target: str):  # type: ignore[no-untyped-def]
+    rows = table[table["target"] == target]
+    assert len(rows) == 1
+    return rows.iloc[0]
+
+
+def test_fastest_qualifying_variant_and_budget(results: Path) -> None:
+    table = speed_goal([results])
+    a = _row(table, "cpu-a")
+    assert a["floor_psnr"] == pytest.approx(26.69)
+    # tiny-w4 is faster but below the floor: the answer is fast-int8, within 33.3 ms
+    assert (a["variant"], a["ms"], bool(a["met"])) == ("fast-int8", 30.0, True)
+    assert (a["fastest_variant"], a["fastest_ms"]) == ("tiny-w4", 10.0)
+    assert (a["best_variant"], a["best_ms"], a["short_db"]) == ("arcnn", 900.0, 0.0)
+    assert a["n_timed"] == 5
+    c = _row(table, "cpu-c")
+    assert (c["variant"], bool(c["met"])) == ("fast-int8", False)  # qualifies, but 40 ms > 33.3 ms
+
+
+def test_missed_floor_reports_how_far(results: Path) -> None:
+    b = _row(speed_goal([results]), "cpu-b")
+    assert b["variant"] == "" and math.isnan(b["ms"]) and not b["met"]
+    assert (b["best_variant"], b["short_db"]) == ("tiny-w4", pytest.approx(26.69 - 26.30))
+    # a lower floor lets tiny-w4 through
+    b2 = _row(speed_goal([results], Goal(min_gain_db=0.5)), "cpu-b")
+    assert (b2["variant"], bool(b2["met"])) == ("tiny-w4", True)
+
+
+def test_errors_without_latency_or_selection(tmp_path: Path) -> None:
+    bare = make_results(tmp_path / "bare")
+    with pytest.raises(DataError, match="no latency"):
+        speed_goal([bare])
+    with pytest.raises(DataError, match="kodak24"):
+        speed_goal([make_results(tmp_path / "timed", latency=LATENCY)], Goal(dataset="kodak24"))
+
+
+def test_written_files_and_cli(results: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    csv, md = write_speed_goal([results], tmp_path / "a")
+    assert csv.is_file() and "| cpu-a | 720p30 | fast-int8 | 26.700 | 30.0 | yes |" in md.read_text()
+    assert main(["bench", "speedgoal", "--results", str(results), "--out", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert "JPEG + 1.0" in out and "| cpu-b | 720p30 | none |" in out
+    assert (tmp_path / "b" / "speed_goal.csv").is_file()
