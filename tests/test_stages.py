@@ -178,6 +178,31 @@ def test_quantize_export_and_rebuild(arch: str, backend: str, tmp_path: Path, im
         assert torch.equal(rebuilt(x), q(x))
 
 
+@pytest.mark.parametrize("fix", ["disable", "first_layer"])
+def test_nncf_overflow_fix_reaches_the_first_layer(fix: str, tmp_path: Path, images: list[Any]) -> None:
+    """overflow_fix: disable keeps all 8 bits of the first conv's weights; first_layer (NNCF's default) uses 7."""
+    recipe = recipe_of(
+        "arcnn", "  - {type: quantize, backend: nncf, mode: ptq, calibration_images: 2, "
+        f"overflow_fix: {fix}, {TINY}}}",
+    )
+    model = fresh("arcnn")
+    ctx = context(recipe, tmp_path, images)
+    q, plans = run_stages(model, recipe, ctx)
+    assert plans[0]["plan"]["overflow_fix"] == fix
+    from nncf.torch.quantization.layers import BaseQuantizer
+
+    weight_q = {n: m for n, m in q.named_modules() if isinstance(m, BaseQuantizer) and m.scale.numel() > 1}
+    first = next(m for n, m in weight_q.items() if "base/0/" in n)
+    w = model.base[0].weight.detach()
+    # NNCF's scale is the largest representable weight: the channel's max |w| with 8 bits; with the fix the
+    # scale doubles and the weights use only half of the int8 levels (7 bits)
+    ratio = (first.scale.detach().flatten() / w.abs().amax(dim=(1, 2, 3))).median().item()
+    assert ratio == pytest.approx(1.0 if fix == "disable" else 2.0, rel=0.01)
+    last = next(m for n, m in weight_q.items() if "last/" in n)
+    assert (last.scale.detach().flatten() / model.last.weight.detach().abs().amax(dim=(1, 2, 3))).median().item() \
+        == pytest.approx(1.0, rel=0.01)  # only the first layer is affected
+
+
 @pytest.mark.parametrize("arch", STUDENTS)
 def test_fp32_onnx_matches_torch_at_any_size(arch: str, tmp_path: Path) -> None:
     model = fresh(arch)

@@ -195,19 +195,25 @@ class NncfQuantizer:
     ) -> tuple[nn.Module, dict[str, Any]]:
         """See :meth:`Quantizer.quantize`."""
         nncf = _nncf()
-        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
+        from nncf.quantization.advanced_parameters import (
+            AdvancedQuantizationParameters,
+            OverflowFix,
+            QuantizationParameters,
+        )
 
         model = copy.deepcopy(model).eval()
         advanced = AdvancedQuantizationParameters(
             weights_quantization_params=QuantizationParameters(num_bits=cfg.weight_bits, per_channel=cfg.per_channel),
             activations_quantization_params=QuantizationParameters(num_bits=cfg.act_bits),
+            overflow_fix={"disable": OverflowFix.DISABLE, "first_layer": OverflowFix.FIRST_LAYER,
+                          "enable": OverflowFix.ENABLE}[cfg.overflow_fix.value],
         )
         q = nncf.quantize(
             model, nncf.Dataset(calibration), subset_size=len(calibration), advanced_parameters=advanced
         )
         config = {
             "backend": self.name, "weight_bits": cfg.weight_bits, "act_bits": cfg.act_bits,
-            "per_channel": cfg.per_channel, "nncf": nncf.torch.get_config(q),
+            "per_channel": cfg.per_channel, "overflow_fix": cfg.overflow_fix.value, "nncf": nncf.torch.get_config(q),
         }
         return q, config
 
