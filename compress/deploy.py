@@ -448,6 +448,72 @@ def _ov_load(art: Artifact, threads: int, channels: int, height: int, width: int
 BACKENDS.add(Runtime.openvino.value, Backend(_ov_prepare, _ov_load))
 
 
+def runtime_model(onnx_path: str | Path, runtime: Runtime | str = Runtime.onnxruntime, *,
+                  precision: Precision | str | None = None, threads: int = 1) -> Any:
+    """An ``nn.Module`` that runs an exported graph in a deployment runtime, for scoring what is deployed.
+
+    The module takes and returns float32 NCHW tensors of any height and width (the graph must have
+    dynamic H/W, as ``compress`` exports them) and carries a 1x1 probe convolution with the graph's
+    input channels, so :func:`compress.evaluate.evaluate_model` checks colour as for a torch model.
+    ``precision``: ``fp32`` / ``bf16`` (OpenVINO's inference-precision hint) for float graphs; QDQ graphs
+    run in INT8 as they are. Float graphs are never quantized here (that needs calibration data: see
+    :func:`measure_latency`, whose INT8-by-calibration models are timed, not scored).
+
+    Raises:
+        CompressError: an unknown runtime, or a precision the graph cannot run in.
+    """
+    import torch
+    from torch import nn
+
+    path = Path(onnx_path)
+    if not path.is_file():
+        raise CompressError(f"{path}: no such ONNX file")
+    try:
+        rt = Runtime(str(runtime))
+    except ValueError:
+        raise CompressError(f"unknown runtime {runtime!r}; valid: onnxruntime, openvino") from None
+    graph = onnx_precision(path)
+    want = Precision(str(precision)) if precision is not None else graph
+    if (graph is Precision.int8) != (want is Precision.int8):
+        raise CompressError(f"{path}: a {graph.value} graph cannot run as {want.value} here "
+                            "(INT8 needs a QDQ graph: a quantize stage)")
+    name, channels = onnx_input(path)
+    run: Callable[[F32], F32]
+    if rt is Runtime.onnxruntime:
+        if want is not graph:
+            raise CompressError(f"onnxruntime runs the graph as it is ({graph.value}), not {want.value}")
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(str(path), _ort_options(threads), providers=["CPUExecutionProvider"])
+
+        def run(x: F32) -> F32:
+            return sess.run(None, {name: x})[0]  # type: ignore[no-any-return]
+    elif rt is Runtime.openvino:
+        import openvino as ov
+
+        core = ov.Core()
+        model = core.read_model(str(path))
+        model.reshape({model.inputs[0]: ov.PartialShape([-1, channels, -1, -1])})
+        compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads,
+                                                     "INFERENCE_PRECISION_HINT": _OV_HINT[want]})
+
+        def run(x: F32) -> F32:
+            return np.asarray(compiled(x)[0])
+    else:
+        raise CompressError(f"runtime {rt.value!r} is analytic: nothing to run")
+
+    class RuntimeModel(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.probe = nn.Conv2d(channels, channels, 1)  # input channels, for colour checks only
+            self.runtime, self.precision, self.path = rt.value, want.value, str(path)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(run(x.detach().float().cpu().numpy())))
+
+    return RuntimeModel().eval()
+
+
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Silence progress bars and advice printed by quantizers (stdout/stderr of this process)."""

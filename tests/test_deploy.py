@@ -245,3 +245,64 @@ def test_measure_results_then_pareto_on_latency(tiny_onnx: Path, tmp_path: Path)
     assert axis == Axis(CostAxis.latency_ms, "720p30")
     row = pts.set_index("key").loc["tiny"]
     assert row["on_front"] and row["x"] == pytest.approx(lat["ms_median"].item())
+
+
+# ---------------------------------------------------------------------------------------------
+# scoring a deployed graph
+
+
+@pytest.fixture(scope="module")
+def arcnn_onnx(tmp_path_factory: pytest.TempPathFactory) -> tuple[nn.Module, Path]:
+    from compress.nets import build_model
+    from compress.train import init_model_
+
+    torch.manual_seed(0)
+    model = build_model("arcnn").eval()
+    init_model_(model, "identity")  # restores like a trained model would (close to the JPEG input)
+    return model, export_onnx(model, tmp_path_factory.mktemp("onnx") / "arcnn.onnx", channels=3)
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_runtime_model_scores_like_torch(arcnn_onnx: tuple[nn.Module, Path], runtime: str) -> None:
+    from compress.deploy import runtime_model
+    from compress.evaluate import evaluate_model
+
+    model, path = arcnn_onnx
+    rm = runtime_model(path, runtime)
+    assert (rm.runtime, rm.precision) == (runtime, "fp32")
+    for h, w in ((40, 24), (37, 29)):  # any size, odd ones too
+        x = torch.rand(1, 3, h, w)
+        with torch.no_grad():
+            assert torch.allclose(rm(x), model(x), atol=1e-4)
+    args = {"dataset": "embedded", "qualities": 10, "protocol": "idcn-rgb", "limit": 1, "progress": False,
+            "metrics": ("psnr",)}
+    assert evaluate_model(rm, **args)[0].psnr == pytest.approx(evaluate_model(model, **args)[0].psnr, abs=1e-3)
+
+
+def test_runtime_model_refuses_what_it_cannot_run(arcnn_onnx: tuple[nn.Module, Path], tmp_path: Path) -> None:
+    from compress.deploy import runtime_model
+
+    _, path = arcnn_onnx
+    with pytest.raises(CompressError, match="QDQ graph"):
+        runtime_model(path, "openvino", precision="int8")  # a float graph is never quantized silently
+    with pytest.raises(CompressError, match="as it is"):
+        runtime_model(path, "onnxruntime", precision="bf16")
+    with pytest.raises(CompressError, match="unknown runtime"):
+        runtime_model(path, "tensorrt")
+    with pytest.raises(CompressError, match="no such ONNX"):
+        runtime_model(tmp_path / "missing.onnx")
+
+
+def test_evaluate_cli_scores_an_onnx_file(
+    arcnn_onnx: tuple[nn.Module, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    _, path = arcnn_onnx
+    argv = ["evaluate", "--onnx", str(path), "--runtime", "openvino", "--dataset", "embedded", "--quality", "10",
+            "--protocol", "idcn-rgb", "--limit", "1", "--no-progress", "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out[0]["model"].endswith("@openvino-fp32") and out[0]["psnr"] > 20
+    assert main(["evaluate", "--onnx", str(path), "--model", "arcnn", "--quality", "10", "--protocol", "idcn-rgb"]) == 2
+    assert "without --model" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from compress.errors import CheckpointError
@@ -21,7 +22,14 @@ def register(subparsers: Any) -> None:
             "classic5, bsds500[_train|_val|_test], b200, kodak24, tid2008, mcl_jci, embedded, folder:<path>."
         ),
     )
-    p.add_argument("--model", required=True, help="registered architecture name, or 'jpeg' for the JPEG baseline")
+    p.add_argument("--model", help="registered architecture name, or 'jpeg' for the JPEG baseline (or give --onnx)")
+    p.add_argument("--onnx", metavar="FILE", help="score an exported graph in a deployment runtime instead of torch "
+                   "(a variant's model.onnx; QDQ graphs run in INT8)")
+    p.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "openvino"],
+                   help="--onnx: the runtime (default %(default)s)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "int8"],
+                   help="--onnx: openvino inference precision for float graphs (default: the graph's own)")
+    p.add_argument("--threads", type=int, default=1, help="--onnx: runtime threads (default %(default)s)")
     p.add_argument(
         "--weights",
         help="safetensors checkpoint; for arcnn_y also the authors' .mat file. '{q}' in the path is replaced by "
@@ -60,7 +68,16 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise CheckpointError(f"--tile/--overlap: {exc}") from None
     model: Any
-    if args.model == JPEG_MODEL:
+    if args.onnx is not None:
+        if args.model is not None or args.weights is not None:
+            raise CheckpointError("--onnx scores an exported graph: give it without --model / --weights")
+        from compress.deploy import runtime_model
+
+        model = runtime_model(args.onnx, args.runtime, precision=args.precision, threads=args.threads)
+        args.model = f"{Path(args.onnx).parent.name or Path(args.onnx).stem}@{args.runtime}-{model.precision}"
+    elif args.model is None:
+        raise CheckpointError("give --model NAME (with --weights) or --onnx FILE")
+    elif args.model == JPEG_MODEL:
         if args.weights:
             raise CheckpointError("--model jpeg is the JPEG baseline and takes no --weights")
         model = None
