@@ -409,6 +409,11 @@ def results_readme() -> str:
         "of the matmul peak measured in the same run; `note` says why a row was not measured |",
         "| `eval_time.csv` | wall time of a whole LIVE1 evaluation per model |",
         "| `latency.csv` | per-target ms/frame at 720p and the fraction of the matmul peak reached |",
+        "| `speed_goal.csv` / `.md` | `compress bench speedgoal`, from the results folders' `quality.csv` + "
+        "`latency.csv` only: per target x resolution, the fastest timed variant with LIVE1 q10 `idcn-rgb` PSNR >= "
+        "JPEG + 1 dB (`variant`, `psnr`, `ms`, `met` = within 33.3 ms), the fastest variant of all and the best one "
+        "(`fastest_*`, `best_*`), `short_db` (how far the best timed variant is below the floor when none reaches "
+        "it), `n_timed`, and the goal's settings (`goal_*`) |",
         "| `ttq.csv` | time to quality: one row per snapshot of a training run (recipe, `seconds` of wall time "
         "since the run started, `step`, LIVE1 `psnr` / `ssim` / `jpeg_psnr` under `protocol`, the recipe's "
         "patch / batch / lr / loss / init / precision, `load_avg` when the snapshot was taken) |",

@@ -83,6 +83,9 @@ class VariantOutcome:
 def select_variants(files: Sequence[RecipeFile], only: Sequence[str] | None = None) -> list[Variant]:
     """Every variant, or those whose id, readable name or id prefix is in ``only``.
 
+    An exact id or name picks only its variants: ``nncf-w8-a8`` does not also pick ``nncf-w8-a8-keep_float_last``;
+    an id prefix is tried only when nothing matches exactly.
+
     Raises:
         CompressError: a name in ``only`` matches no variant (the message lists them).
     """
@@ -91,7 +94,8 @@ def select_variants(files: Sequence[RecipeFile], only: Sequence[str] | None = No
         return variants
     picked: list[Variant] = []
     for name in only:
-        hits = [v for v in variants if name in (v.id, v.name, f"{v.recipe.name}/{v.id}") or v.id.startswith(name)]
+        hits = [v for v in variants if name in (v.id, v.name, f"{v.recipe.name}/{v.id}")] or \
+            [v for v in variants if v.id.startswith(name)]
         if not hits:
             from compress.registry import unknown_message
 

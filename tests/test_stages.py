@@ -178,6 +178,42 @@ def test_quantize_export_and_rebuild(arch: str, backend: str, tmp_path: Path, im
         assert torch.equal(rebuilt(x), q(x))
 
 
+@pytest.mark.parametrize("backend", QUANTIZERS.names())
+def test_keep_float_leaves_the_layer_unquantized(backend: str, tmp_path: Path, images: list[Any]) -> None:
+    recipe = recipe_of(
+        "arcnn", f"  - {{type: quantize, backend: {backend}, mode: ptq, calibration_images: 2, keep_float: [last], "
+        f"{TINY}}}\n  - {{type: export}}",
+    )
+    ctx = context(recipe, tmp_path, images)
+    q, plans = run_stages(fresh("arcnn"), recipe, ctx)
+    assert plans[0]["plan"]["keep_float"] == ["last"]
+    if backend == "nncf":
+        from nncf.torch.quantization.layers import BaseQuantizer
+
+        names = [n for n, m in q.named_modules() if isinstance(m, BaseQuantizer)]
+        assert names and not any("last/" in n for n in names)  # neither its weights nor its input
+        assert not any("base/5/" in n for n in names)
+    else:
+        assert type(q.net.last) is nn.Conv2d and plans[0]["plan"]["layers"]["net.last"] == "float (keep_float)"
+    export = plans[1]["plan"]
+    # judged on JPEG'd crops; the noise-input difference is recorded beside it
+    assert export["mean_abs_diff"] <= 1e-3 and "noise_mean_abs_diff" in export
+    import onnx
+
+    graph = onnx.load(str(tmp_path / "model.onnx")).graph
+    dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert len(convs) == 4 and sum(c.input[1] in dequantized for c in convs) == 3  # one conv has float weights
+
+
+def test_keep_float_names_a_module(tmp_path: Path, images: list[Any]) -> None:
+    from compress.errors import CompressError
+
+    recipe = recipe_of("arcnn", f"  - {{type: quantize, backend: brevitas, mode: ptq, keep_float: [lats], {TINY}}}")
+    with pytest.raises(CompressError, match=r"no module 'lats'.*base\.0, base\.2, base\.4, last"):
+        run_stages(fresh("arcnn"), recipe, context(recipe, tmp_path, images))
+
+
 @pytest.mark.parametrize("fix", ["disable", "first_layer"])
 def test_nncf_overflow_fix_reaches_the_first_layer(fix: str, tmp_path: Path, images: list[Any]) -> None:
     """overflow_fix: disable keeps all 8 bits of the first conv's weights; first_layer (NNCF's default) uses 7."""

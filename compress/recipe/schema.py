@@ -292,6 +292,10 @@ class QuantizeStage(TrainParams):
     calibration_images: int = Field(32, ge=1, le=100_000, description="training patches used for calibration")
     loss: Loss = Field(Loss.l2, description="QAT loss to the ground truth")
     lr: float = Field(2e-5, gt=0, le=1, description="QAT peak learning rate")
+    keep_float: tuple[str, ...] = Field(
+        (), description="modules left in float, e.g. [last] (ARCNN's 16->3 output conv: 1 % of its MACs, most of "
+        "its INT8 error); nncf also leaves their input unquantized, brevitas keeps the quantized activations",
+    )
     overflow_fix: OverflowFix = Field(
         OverflowFix.disable,
         description="nncf only: first_layer (NNCF's default) or enable keep 7-bit weights in the first / every layer "

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import copy
 import os
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -97,6 +99,9 @@ class BrevitasQuantizer:
         for name, child in list(module.named_children()):
             full = f"{prefix}{name}"
             new: nn.Module | None = None
+            if full.removeprefix("net.") in config.get("keep_float", ()):
+                layers[full] = "float (keep_float)"
+                continue
             if isinstance(child, nn.ConvTranspose2d):
                 new = qnn.QuantConvTranspose2d(
                     child.in_channels, child.out_channels, child.kernel_size, stride=child.stride,
@@ -146,8 +151,9 @@ class BrevitasQuantizer:
 
         config: dict[str, Any] = {
             "backend": self.name, "weight_bits": cfg.weight_bits, "act_bits": cfg.act_bits,
-            "per_channel": cfg.per_channel,
+            "per_channel": cfg.per_channel, "keep_float": list(cfg.keep_float),
         }
+        _check_names(model, cfg.keep_float)
         q, layers = self._build(copy.deepcopy(model), config)
         q.eval()
         with torch.no_grad(), calibration_mode(q):
@@ -208,12 +214,18 @@ class NncfQuantizer:
             overflow_fix={"disable": OverflowFix.DISABLE, "first_layer": OverflowFix.FIRST_LAYER,
                           "enable": OverflowFix.ENABLE}[cfg.overflow_fix.value],
         )
+        _check_names(model, cfg.keep_float)
+        # NNCF names graph nodes <module path>/<op>/<index>, e.g. last/conv2d/0
+        ignored = nncf.IgnoredScope(patterns=[f"^{re.escape(n.replace('.', '/'))}/" for n in cfg.keep_float],
+                                    validate=True) if cfg.keep_float else None
         q = nncf.quantize(
-            model, nncf.Dataset(calibration), subset_size=len(calibration), advanced_parameters=advanced
+            model, nncf.Dataset(calibration), subset_size=len(calibration), advanced_parameters=advanced,
+            **({"ignored_scope": ignored} if ignored is not None else {}),
         )
         config = {
             "backend": self.name, "weight_bits": cfg.weight_bits, "act_bits": cfg.act_bits,
-            "per_channel": cfg.per_channel, "overflow_fix": cfg.overflow_fix.value, "nncf": nncf.torch.get_config(q),
+            "per_channel": cfg.per_channel, "overflow_fix": cfg.overflow_fix.value,
+            "keep_float": list(cfg.keep_float), "nncf": nncf.torch.get_config(q),
         }
         return q, config
 
@@ -238,6 +250,16 @@ class NncfQuantizer:
 
 QUANTIZERS.add(Backend.brevitas.value, BrevitasQuantizer())
 QUANTIZERS.add(Backend.nncf.value, NncfQuantizer())
+
+
+def _check_names(model: nn.Module, names: Sequence[str]) -> None:
+    """keep_float names must be modules of the model; the error lists the quantizable ones."""
+    modules = dict(model.named_modules())
+    bad = [n for n in names if n not in modules]
+    if bad:
+        convs = [n for n, m in modules.items() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)]
+        raise CompressError(f"keep_float: no module {', '.join(map(repr, bad))} in {type(model).__name__}; "
+                            f"its convolutions: {', '.join(convs)}")
 
 
 def rebuild_quantized(model: nn.Module, config: dict[str, Any]) -> nn.Module:
