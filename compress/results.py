@@ -282,6 +282,26 @@ def write_tables(
     return q, c
 
 
+def drop_variants(folder: Path, variants: Sequence[str]) -> int:
+    """Remove every row of these variant ids from ``folder``'s tables (atomically, under the lock).
+
+    For rows whose recipe has changed since they were made (a new key, a fixed stage): the variant's
+    artifacts folder is left alone. Returns the number of quality + cost rows removed.
+    """
+    gone = set(variants)
+    removed = 0
+    with _lock(folder):
+        for name in (QUALITY_FILE, COST_FILE):
+            df = _read(folder / name)
+            if df is None:
+                continue
+            keep = ~df["variant"].astype(str).isin(gone)
+            removed += int((~keep).sum())
+            _write(df[keep].reset_index(drop=True), folder / name)
+        _refresh_variants(folder)
+    return removed
+
+
 def read_table(path: str | Path) -> Any:
     """A results table as a DataFrame (parquet twin preferred), or None when absent."""
     return _read(Path(path))

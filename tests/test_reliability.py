@@ -332,3 +332,17 @@ def test_safetensors_whose_header_length_looks_like_pickle(tmp_path: Path) -> No
     loaded, meta = load_model(p)
     assert meta["arch"] == "arcnn"
     assert torch.equal(loaded.state_dict()["last.weight"], model.state_dict()["last.weight"])
+
+
+def test_drop_variants_removes_their_rows_only(tmp_path: Path) -> None:
+    from compress.results import drop_variants, write_tables
+
+    folder = tmp_path / "r"
+    for v in ("keep", "stale"):
+        write_tables(folder, [{"recipe": "r", "variant": v, "dataset": "d", "quality": 10, "protocol": "p",
+                               "psnr": 30.0}],
+                     [{"recipe": "r", "variant": v, "resolution": r, "params": 1} for r in ("480p30", "720p30")])
+    assert drop_variants(folder, ["stale", "never-there"]) == 3  # 1 quality row + 2 cost rows
+    for name in ("quality.csv", "cost.csv", "variants.csv"):
+        assert set(read_table(folder / name)["variant"]) == {"keep"}, name
+    assert drop_variants(folder, ["stale"]) == 0
