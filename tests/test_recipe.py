@@ -408,3 +408,18 @@ def test_packaged_templates_are_the_shipped_recipes() -> None:
     assert template_names() == sorted(p.stem for p in SHIPPED)
     stale = [p.name for p in SHIPPED if (TEMPLATES_DIR / p.name).read_bytes() != p.read_bytes()]
     assert not stale, f"copy {stale} from recipes/ to {TEMPLATES_DIR}"
+
+
+def test_keys_added_with_a_neutral_default_keep_earlier_hashes() -> None:
+    from compress.recipe.expand import parse_recipe
+
+    def vid(extra: str) -> str:
+        text = ("name: t\nstudent: {arch: arcnn}\ndata: {train: embedded, eval: [embedded]}\n"
+                f"stages:\n  - {{type: quantize, backend: nncf{extra}}}\n")
+        return parse_recipe(text, "t.yaml").variants[0].id
+
+    base = vid("")
+    assert vid(", keep_float: [], parent_l2: 0.0") == base  # same as before the keys existed
+    assert vid(", keep_float: [last]") != base
+    assert vid(", parent_l2: 1.0") != base
+    assert vid(", overflow_fix: first_layer") != base  # changed behaviour: hashed

@@ -206,6 +206,32 @@ def test_keep_float_leaves_the_layer_unquantized(backend: str, tmp_path: Path, i
     assert len(convs) == 4 and sum(c.input[1] in dequantized for c in convs) == 3  # one conv has float weights
 
 
+@pytest.mark.parametrize("backend", QUANTIZERS.names())
+def test_qat_self_distillation_from_the_float_parent(backend: str, tmp_path: Path, images: list[Any]) -> None:
+    from compress.recipe.schema import QuantizeStage
+    from compress.stages.quantize import _self_distill_loss
+
+    parent = fresh("arcnn").eval()
+    cfg = QuantizeStage.model_validate({"type": "quantize", "parent_l2": 2.0})
+    fn = _self_distill_loss(parent, cfg)
+    x, y = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        same = parent(x)
+    assert fn(parent, x, y, same).item() == pytest.approx(torch.nn.functional.mse_loss(same, y).item())
+    assert fn(parent, x, y, same + 0.1).item() == pytest.approx(
+        torch.nn.functional.mse_loss(same + 0.1, y).item() + 2.0 * 0.01, rel=1e-4)
+    bits = "" if backend == "nncf" else "weight_bits: 4, "
+    recipe = recipe_of("arcnn", f"  - {{type: quantize, backend: {backend}, mode: qat, steps: 2, parent_l2: 1.0, "
+                       f"calibration_images: 2, {bits}{TINY}}}")
+    model = fresh("arcnn")
+    w0 = model.base[0].weight.detach().clone()
+    ctx = context(recipe, tmp_path, images)
+    _, plans = run_stages(model, recipe, ctx)
+    assert plans[0]["plan"]["steps"] == 2
+    assert ctx.float_model is not None and torch.equal(ctx.float_model.base[0].weight, w0)  # the parent is untouched
+    assert all(p.requires_grad for p in ctx.float_model.parameters())
+
+
 def test_keep_float_names_a_module(tmp_path: Path, images: list[Any]) -> None:
     from compress.errors import CompressError
 

@@ -97,9 +97,27 @@ def canonical_json(data: Any) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
+#: Stage keys added after variants were already run, with a default that does what the code did before
+#: them: at that default they are left out of the hash, so adding them kept every earlier variant's id
+#: and cache key. (A key whose default changed behaviour, such as quantize.overflow_fix, is hashed.)
+HASH_NEUTRAL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "quantize": {"keep_float": [], "parent_l2": 0.0},
+}
+
+
+def hashed_dict(recipe: Recipe) -> dict[str, Any]:
+    """:func:`resolved_dict` less the :data:`HASH_NEUTRAL_DEFAULTS` keys that are at their default."""
+    doc = resolved_dict(recipe)
+    for stage in doc.get("stages", []):
+        for key, default in HASH_NEUTRAL_DEFAULTS.get(stage.get("type", ""), {}).items():
+            if key in stage and stage[key] == default:
+                del stage[key]
+    return doc
+
+
 def recipe_hash(recipe: Recipe) -> str:
-    """SHA-256 hex digest of the resolved recipe."""
-    return hashlib.sha256(canonical_json(resolved_dict(recipe)).encode()).hexdigest()
+    """SHA-256 hex digest of the resolved recipe (see :func:`hashed_dict`)."""
+    return hashlib.sha256(canonical_json(hashed_dict(recipe)).encode()).hexdigest()
 
 
 def _value_token(value: Any) -> str:
@@ -121,7 +139,7 @@ def _hash_token(value: Any) -> str:
     return hashlib.sha256(canonical_json(value).encode()).hexdigest()[:6]
 
 
-SHORT_KEYS = {"weight_bits": "w", "act_bits": "a", "iterative_steps": "it", "target_macs": "macs"}
+SHORT_KEYS = {"weight_bits": "w", "act_bits": "a", "iterative_steps": "it", "target_macs": "macs", "parent_l2": "kd"}
 """Short forms of long swept keys in variant names (``w4-a8``)."""
 
 

@@ -292,6 +292,10 @@ class QuantizeStage(TrainParams):
     calibration_images: int = Field(32, ge=1, le=100_000, description="training patches used for calibration")
     loss: Loss = Field(Loss.l2, description="QAT loss to the ground truth")
     lr: float = Field(2e-5, gt=0, le=1, description="QAT peak learning rate")
+    parent_l2: float = Field(
+        0.0, ge=0, description="QAT self-distillation: weight of L2(quantized output, float parent's output), added "
+        "to the ground-truth loss; the parent is the model as it entered this stage",
+    )
     keep_float: tuple[str, ...] = Field(
         (), description="modules left in float, e.g. [last] (ARCNN's 16->3 output conv: 1 % of its MACs, most of "
         "its INT8 error); nncf also leaves their input unquantized, brevitas keeps the quantized activations",

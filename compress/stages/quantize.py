@@ -278,6 +278,23 @@ def calibration_inputs(cfg: QuantizeStage, ctx: StageContext) -> list[torch.Tens
     return out
 
 
+def _self_distill_loss(parent: nn.Module, cfg: QuantizeStage) -> Any:
+    """``loss(gt) + parent_l2 * L2(out, parent(x))``: QAT learns the float model's output beside the ground truth."""
+    import torch.nn.functional as F
+
+    crit = F.l1_loss if cfg.loss.value == "l1" else F.mse_loss
+    for p in parent.parameters():
+        p.requires_grad_(False)
+
+    def fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            target = parent(x)
+        out = out.float()
+        return crit(out, y) + cfg.parent_l2 * F.mse_loss(out, target)
+
+    return fn
+
+
 @STAGES.register("quantize")
 def apply(model: nn.Module, cfg: QuantizeStage, ctx: StageContext) -> StageResult:
     """The ``quantize`` stage: calibrate, then (qat) train the fake-quantized model."""
@@ -285,7 +302,9 @@ def apply(model: nn.Module, cfg: QuantizeStage, ctx: StageContext) -> StageResul
     q, config = QUANTIZERS.get(cfg.backend.value).quantize(model, cfg, calibration_inputs(cfg, ctx))
     record: dict[str, Any] = {"steps": 0, "wall_s": 0.0}
     if cfg.mode is QuantMode.qat:
-        record = train_stage(q, cfg, ctx, loss=cfg.loss.value)
+        parent = copy.deepcopy(ctx.float_model) if cfg.parent_l2 > 0 else None
+        record = train_stage(q, cfg, ctx, loss=cfg.loss.value,
+                             loss_fn=_self_distill_loss(parent, cfg) if parent is not None else None)
     q.eval()
     config["mode"] = cfg.mode.value
     ctx.quant = config
