@@ -891,8 +891,12 @@ def measure_results(
     n: int = 10,
     warmup: int = 2,
     peak_memory: bool = True,
+    skip_done: bool = False,
 ) -> Path:
     """Measure every variant of a results folder on every measured target it can run; upsert ``latency.csv``.
+
+    With ``skip_done``, a variant x target already in ``latency.csv`` at every requested resolution, for the
+    same ONNX file (SHA-256), is not measured again: a stopped measurement resumes where it was.
 
     Variants and their ONNX files come from ``cost.csv`` (column ``onnx_column``, relative to the folder
     or absolute); a target runs a variant when its precisions fit the variant's ``weight_bits`` /
@@ -909,12 +913,21 @@ def measure_results(
     if onnx_column not in cost.columns:
         raise CompressError(f"{cost_path}: no column {onnx_column!r}; columns: {', '.join(cost.columns)}")
     out = root / "latency.csv"
+    done: set[tuple[str, str, str, str]] = set()
+    if skip_done and out.is_file():
+        old = pd.read_csv(out)
+        done = {(str(v), str(t), str(r), str(h)) for v, t, r, h in
+                old[["variant", "target", "resolution", "onnx_sha256"]].itertuples(index=False)}
+    wanted = list((resolutions or _standard_resolutions()).keys())
     for variant, rows in cost.groupby("variant", sort=True):
         first = rows.iloc[0]
         onnx = Path(str(first[onnx_column]))
         onnx = onnx if onnx.is_absolute() else root / onnx
         analytic = dict(zip(rows["resolution"], rows["peak_activation_mb"], strict=True))
+        digest = sha256(onnx) if done and onnx.is_file() else ""
         for t in targets:
+            if done and all((str(variant), t.name, r, digest) in done for r in wanted):
+                continue
             if t.measured and t.can_run(int(first["weight_bits"]), int(first["act_bits"])):
                 recs = measure_latency(onnx, t, variant=str(variant), resolutions=resolutions, n=n, warmup=warmup,
                                        peak_memory=peak_memory, analytic_mb=analytic)

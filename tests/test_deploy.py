@@ -245,6 +245,14 @@ def test_measure_results_then_pareto_on_latency(tiny_onnx: Path, tmp_path: Path)
     assert axis == Axis(CostAxis.latency_ms, "720p30")
     row = pts.set_index("key").loc["tiny"]
     assert row["on_front"] and row["x"] == pytest.approx(lat["ms_median"].item())
+    # resumable: what is measured (same ONNX file) is skipped, a new resolution is measured
+    stamp = lat["timestamp"].item()
+    measure_results(root, [get_target("cpu-ort-fp32")], resolutions={"720p30": (1280, 720)}, n=2, warmup=1,
+                    peak_memory=False, skip_done=True)
+    assert pd.read_csv(out)["timestamp"].tolist() == [stamp]
+    measure_results(root, [get_target("cpu-ort-fp32")], resolutions={"720p30": (1280, 720), "480p30": (720, 480)},
+                    n=2, warmup=1, peak_memory=False, skip_done=True)
+    assert sorted(pd.read_csv(out)["resolution"]) == ["480p30", "720p30"]
 
 
 # ---------------------------------------------------------------------------------------------
