@@ -127,16 +127,16 @@ def _value_token(value: Any) -> str:
         return f"{value:g}"
     if isinstance(value, int | str):
         return str(value)
-    if isinstance(value, list | tuple) and value and all(isinstance(v, int | float | str) for v in value) \
-            and not any(isinstance(v, bool) for v in value) and len(value) <= 4:
-        joined = "+".join(_value_token(v) for v in value)  # keep_float: [last] -> "last"
-        if len(joined) <= 24:
-            return joined
-    return _hash_token(value)
+    return _list_token(value) or hashlib.sha256(canonical_json(value).encode()).hexdigest()[:6]
 
 
-def _hash_token(value: Any) -> str:
-    return hashlib.sha256(canonical_json(value).encode()).hexdigest()[:6]
+def _list_token(value: Any) -> str | None:
+    """``a+b`` for a short list of plain numbers / words (``keep_float: [last]`` -> ``last``), else None."""
+    if not isinstance(value, list | tuple) or not value or len(value) > 4 \
+            or not all(isinstance(v, int | float | str) and not isinstance(v, bool) for v in value):
+        return None
+    joined = "+".join(_value_token(v) for v in value)
+    return joined if len(joined) <= 24 else None
 
 
 SHORT_KEYS = {"weight_bits": "w", "act_bits": "a", "iterative_steps": "it", "target_macs": "macs", "parent_l2": "kd"}
@@ -153,7 +153,7 @@ def variant_name(overrides: dict[str, Any]) -> str:
         leaf = path.rsplit(".", 1)[-1]
         if isinstance(value, int | float):  # bool is an int: on/off also keeps its key
             token = f"{SHORT_KEYS.get(leaf, leaf)}{token}"
-        elif isinstance(value, list | tuple) and token != _hash_token(value):  # a short list: keep_float_last
+        elif _list_token(value) is not None:  # a short list keeps its key too: keep_float_last
             token = f"{leaf}_{token}"
         parts.append(re.sub(r"[^A-Za-z0-9_.]+", "_", token))
     return "-".join(parts)[:60].strip("-_.") or "variant"
