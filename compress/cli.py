@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "compress.commands.evaluate",
     "compress.commands.compare",
     "compress.commands.latency",
+    "compress.commands.deployed",
     "compress.commands.pareto",
     "compress.commands.recipe",
     "compress.commands.run",

@@ -116,6 +116,7 @@ class LatencyRecord:
     runtime_version: str
     cpu: str
     timestamp: str
+    graph_signature: str = ""
 
     @classmethod
     def columns(cls) -> list[str]:
@@ -159,6 +160,40 @@ def sha256(path: str | Path) -> str:
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
+    return h.hexdigest()
+
+
+def graph_signature(path: str | Path) -> str:
+    """SHA-256 of an ONNX graph's structure, not its values: equal for graphs that cost the same to run.
+
+    Covers, in graph order, every node's op type, input / output arity and attributes (a tensor
+    attribute by dtype and shape only), then the dtype and shape of every initializer and of the graph
+    inputs / outputs. Names and weight values are left out, so the seeds of one architecture (or two
+    QAT runs of one quantization scheme) share a signature, and :mod:`compress.pareto` can take the
+    median of their latencies instead of letting measurement noise pick one of them.
+    """
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(path), load_external_data=False)
+    g = model.graph
+    h = hashlib.sha256()
+
+    def attr(a: Any) -> str:
+        if a.type == onnx.AttributeProto.TENSOR:
+            return f"{a.name}:tensor{a.t.data_type}{list(a.t.dims)}"
+        if a.type == onnx.AttributeProto.GRAPH:
+            return f"{a.name}:graph"
+        return f"{a.name}:{helper.get_attribute_value(a)!r}"
+
+    for node in g.node:
+        attrs = ",".join(sorted(attr(a) for a in node.attribute))
+        h.update(f"{node.domain}:{node.op_type}/{len(node.input)}/{len(node.output)}[{attrs}];".encode())
+    for init in g.initializer:
+        h.update(f"init{init.data_type}{list(init.dims)};".encode())
+    for vi in (*g.input, *g.output):
+        dims = [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]
+        h.update(f"io{vi.type.tensor_type.elem_type}{dims};".encode())
     return h.hexdigest()
 
 
@@ -684,6 +719,7 @@ def measure_latency(
     _, channels = onnx_input(path)
     res = dict(resolutions or _standard_resolutions())
     digest = sha256(path)
+    signature = graph_signature(path)
     name = variant or path.stem
     calib = list(calibration) if calibration is not None else synthetic_calibration(channels)
     rows = []
@@ -718,7 +754,7 @@ def measure_latency(
                     peak_rss_mb=mem["peak_rss_mb"], rss_hwm_mb=mem["rss_hwm_mb"],
                     analytic_peak_mb=(analytic_mb or {}).get(res_name), onnx_path=str(path), onnx_sha256=digest,
                     runtime_version=version, cpu=cpu_name(),
-                    timestamp=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    timestamp=time.strftime("%Y-%m-%dT%H:%M:%S%z"), graph_signature=signature,
                 )
             )
     return rows
@@ -882,6 +918,41 @@ def bench_latency(
     return table
 
 
+def fill_graph_signatures(latency_csv: str | Path, base: str | Path = ".") -> int:
+    """Add ``graph_signature`` to rows of a ``latency.csv`` written before the column existed.
+
+    A row gets one only when its ``onnx_path`` (absolute, or relative to ``base``) still holds the file
+    that was timed (same SHA-256); the others stay empty and keep their own latency on fronts. Returns
+    the number of rows filled.
+    """
+    import pandas as pd
+
+    p = Path(latency_csv)
+    if not p.is_file():
+        return 0
+    df = pd.read_csv(p)
+    if "graph_signature" not in df.columns:
+        df["graph_signature"] = pd.NA
+    df["graph_signature"] = df["graph_signature"].astype(object)
+    todo = df["graph_signature"].isna() | (df["graph_signature"].astype(str) == "")
+    cache: dict[tuple[str, str], str] = {}
+    filled = 0
+    for i in df.index[todo]:
+        onnx = Path(str(df.at[i, "onnx_path"]))
+        onnx = onnx if onnx.is_absolute() else Path(base) / onnx
+        key = (str(onnx), str(df.at[i, "onnx_sha256"]))
+        if key not in cache:
+            cache[key] = graph_signature(onnx) if onnx.is_file() and sha256(onnx) == key[1] else ""
+        if cache[key]:
+            df.at[i, "graph_signature"] = cache[key]
+            filled += 1
+    if filled:
+        tmp = p.with_name(p.name + ".tmp")
+        df.to_csv(tmp, index=False)
+        os.replace(tmp, p)
+    return filled
+
+
 def measure_results(
     results_dir: str | Path,
     targets: Sequence[Target],
@@ -913,6 +984,7 @@ def measure_results(
     if onnx_column not in cost.columns:
         raise CompressError(f"{cost_path}: no column {onnx_column!r}; columns: {', '.join(cost.columns)}")
     out = root / "latency.csv"
+    fill_graph_signatures(out)  # rows timed before signatures existed, where the timed file is still here
     done: set[tuple[str, str, str, str]] = set()
     if skip_done and out.is_file():
         old = pd.read_csv(out)

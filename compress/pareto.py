@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
@@ -54,6 +54,21 @@ class CostAxis(StrEnum):
     peak_activation_mb = "peak_activation_mb"
     latency_ms = "latency_ms"
     model_bytes = "model_bytes"
+
+
+class LatencyPer(StrEnum):
+    """Whose measurement a variant's latency is: its own, or the median over variants of the same graph."""
+
+    variant = "variant"
+    architecture = "architecture"
+
+
+class QualityFrom(StrEnum):
+    """Where a target's quality comes from: ``deployed`` (the runtime's score in deployed.csv where there
+    is one, else torch's) or ``torch`` (quality.csv only)."""
+
+    deployed = "deployed"
+    torch = "torch"
 
 
 class QualityAxis(StrEnum):
@@ -122,6 +137,7 @@ class Tables:
     quality: pd.DataFrame
     cost: pd.DataFrame
     latency: pd.DataFrame
+    deployed: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["key", "variant", "target"]))
 
     def selections(self) -> list[Selection]:
         """Every dataset x quality x protocol in the quality table."""
@@ -152,7 +168,7 @@ def load_tables(results: Sequence[str | Path]) -> Tables:
     Raises:
         DataError: a folder without the two required tables, or a table missing a required column.
     """
-    qs, cs, ls = [], [], []
+    qs, cs, ls, ds = [], [], [], []
     for r in results:
         root = Path(r)
         for name in ("quality.csv", "cost.csv"):
@@ -162,24 +178,28 @@ def load_tables(results: Sequence[str | Path]) -> Tables:
         c = _read(root / "cost.csv", REQUIRED_COST)
         lat = _read(root / "latency.csv", ("variant", "target", "resolution", "ms_median")) \
             if (root / "latency.csv").is_file() else pd.DataFrame(columns=["variant", "target", "resolution"])
-        for df in (q, c, lat):
+        dep = _read(root / "deployed.csv", ("variant", "target", "dataset", "quality", "protocol", "psnr")) \
+            if (root / "deployed.csv").is_file() else pd.DataFrame(columns=["variant", "target"])
+        for df in (q, c, lat, dep):
             df["results"] = root.name
         qs.append(q)
         cs.append(c)
         ls.append(lat)
+        ds.append(dep)
     quality = pd.concat(qs, ignore_index=True)
     cost = pd.concat(cs, ignore_index=True)
     latency = pd.concat([x for x in ls if len(x)], ignore_index=True) if any(len(x) for x in ls) else ls[0]
+    deployed = pd.concat([x for x in ds if len(x)], ignore_index=True) if any(len(x) for x in ds) else ds[0]
     folders = cost.groupby("variant")["results"].nunique()
     shared = set(folders[folders > 1].index)
-    for df in (quality, cost, latency):
+    for df in (quality, cost, latency, deployed):
         if len(df):
             df["key"] = [f"{r}/{v}" if v in shared else str(v) for r, v in zip(df["results"], df["variant"],
                                                                                     strict=True)]
         else:
             df["key"] = pd.Series(dtype=str)
     quality["quality"] = quality["quality"].astype(int)
-    return Tables(quality, cost, latency)
+    return Tables(quality, cost, latency, deployed)
 
 
 def published_points() -> pd.DataFrame:
@@ -262,12 +282,49 @@ def _cost_any(tables: Tables, col: str) -> pd.Series:
     return c.drop_duplicates("key").set_index("key")[col].astype(float)
 
 
-def _latency_at(tables: Tables, target: str, res: str) -> pd.Series:
+def latency_at(tables: Tables, target: str, res: str, per: LatencyPer = LatencyPer.architecture
+                ) -> tuple[pd.Series, pd.Series]:
+    """Measured ms per frame by variant key, and how many measured variants each value is the median of.
+
+    ``per=architecture``: variants whose graphs share a ``graph_signature`` (the same structure: seeds of
+    one condition) all get the median of their measurements, so run-to-run noise on a shared machine
+    does not decide which seed sits on a front. Rows without a signature keep their own value.
+    """
     lat = tables.latency
     if not len(lat):
-        return pd.Series(dtype=float)
-    rows = lat[(lat["target"] == target) & (lat["resolution"] == res)]
-    return rows.drop_duplicates("key", keep="last").set_index("key")["ms_median"].astype(float)
+        return pd.Series(dtype=float), pd.Series(dtype=int)
+    rows = lat[(lat["target"] == target) & (lat["resolution"] == res)].drop_duplicates("key", keep="last")
+    ms = rows.set_index("key")["ms_median"].astype(float)
+    count = pd.Series(1, index=ms.index)
+    if per is LatencyPer.architecture and "graph_signature" in rows.columns:
+        sig = rows["graph_signature"].fillna("").astype(str).set_axis(rows["key"])
+        has = sig != ""
+        if has.any():
+            grouped = ms[has].groupby(sig[has])
+            ms[has] = grouped.transform("median")
+            count[has] = grouped.transform("size").astype(int)
+    return ms, count
+
+
+def deployed_at(tables: Tables, target: str, selection: Selection) -> pd.DataFrame:
+    """``deployed.csv`` rows of one target and selection, by variant key."""
+    d = tables.deployed
+    if not len(d) or "dataset" not in d.columns:
+        return pd.DataFrame()
+    rows = d[(d["target"] == target) & (d["dataset"] == selection.dataset)
+             & (d["quality"].astype(int) == selection.quality) & (d["protocol"] == selection.protocol)]
+    return rows.drop_duplicates("key", keep="last").set_index("key")
+
+
+def _point_labels(pts: pd.DataFrame) -> list[str]:
+    """What a plot writes beside each point: ``<recipe>/<variant name>`` when the points come from several
+    results folders, else the variant name; the full id where a name is not unique."""
+    names = pts["variant_name"].astype(str)
+    several = pts["results"].nunique() > 1
+    labels = [f"{r}/{n}" if several else n for r, n in zip(pts["results"], names, strict=True)]
+    counts = pd.Series(labels).value_counts()
+    return [lab if counts[lab] == 1 else (f"{r}/{v}" if several else str(v))
+            for lab, r, v in zip(labels, pts["results"], pts["variant"], strict=True)]
 
 
 def _settings(frame: pd.DataFrame) -> pd.Series:
@@ -281,12 +338,18 @@ def _settings(frame: pd.DataFrame) -> pd.Series:
 def target_points(
     tables: Tables, target: Target, selection: Selection, *, x: CostAxis | str = CostAxis.auto,
     y: QualityAxis | str = QualityAxis.psnr, resolution: str = Resolution.p720.value,
+    quality_from: QualityFrom | str = QualityFrom.deployed, latency_per: LatencyPer | str = LatencyPer.architecture,
 ) -> tuple[pd.DataFrame, Axis]:
     """Every variant of the selection as a point for ``target``: x, y, whether it is eligible and why not.
 
+    ``quality_from=deployed``: a variant scored in this target's runtime (``deployed.csv``) gets that
+    score as y, and ``y_from`` says so (``onnxruntime int8``); the others keep their torch score
+    (``y_from`` = ``torch``). ``latency_per``: see :func:`latency_at`; ``x_n`` counts the measurements
+    behind a latency.
+
     Returns:
-        The points (columns ``key, variant, results, x, y, precision, eligible, reason, on_front,
-        settings``, bits and params) and the resolved x axis.
+        The points (columns ``key, variant, results, label, x, x_n, y, y_from, precision, eligible, reason,
+        on_front, settings``, bits and params) and the resolved x axis.
     """
     yq = QualityAxis(y)
     axis = resolve_axis(x, target, tables, resolution)
@@ -303,14 +366,31 @@ def target_points(
     cost_any = tables.cost.drop_duplicates("key").set_index("key")
     pts = pd.DataFrame({"key": q["key"].to_numpy(), "variant": q["variant"].to_numpy(),
                         "results": q["results"].to_numpy(), "y": yv.astype(float).to_numpy()})
+    pts["variant_name"] = (q["variant_name"] if "variant_name" in q.columns else q["variant"]).astype(str).to_numpy()
+    pts["y_from"] = "torch"
+    dep = deployed_at(tables, target.name, selection) if QualityFrom(quality_from) is QualityFrom.deployed \
+        else pd.DataFrame()
+    if len(dep) and base in dep.columns:
+        jpeg = q.set_index("key")[f"jpeg_{base}"] if yq.value.endswith("_gain") else None
+        hit = pts["key"].isin(dep.index)
+        keys = pts.loc[hit, "key"]
+        val = dep.loc[keys, base].astype(float).to_numpy()
+        if jpeg is not None:
+            val = val - jpeg.loc[keys].astype(float).to_numpy()
+        pts.loc[hit, "y"] = val
+        pts.loc[hit, "y_from"] = [f"{dep.at[k, 'runtime']} {dep.at[k, 'precision']}" for k in keys]
+    pts["label"] = _point_labels(pts)
     known = pts["key"].isin(cost_any.index)
     pts["weight_bits"] = pts["key"].map(cost_any["weight_bits"]).astype("Int64")
     pts["act_bits"] = pts["key"].map(cost_any["act_bits"]).astype("Int64")
     for col in ("params", "model_bytes"):
         if col in cost_any.columns:
             pts[col] = pts["key"].map(cost_any[col])
+    pts["x_n"] = 1
     if axis.cost is CostAxis.latency_ms:
-        pts["x"] = pts["key"].map(_latency_at(tables, target.name, str(axis.resolution)))
+        ms, n_ms = latency_at(tables, target.name, str(axis.resolution), LatencyPer(latency_per))
+        pts["x"] = pts["key"].map(ms)
+        pts["x_n"] = pts["key"].map(n_ms).fillna(0).astype(int)
     elif axis.resolution is None:
         pts["x"] = pts["key"].map(cost_any[axis.cost.value]) if axis.cost.value in cost_any.columns else np.nan
     else:
@@ -328,7 +408,7 @@ def target_points(
             if prec is None:
                 why.append(f"W{row['weight_bits']}A{row['act_bits']} needs a precision the target lacks "
                            f"({', '.join(p.value for p in target.precisions)})")
-            why += _budget_failures(tables, target, str(row["key"]))
+            why += _budget_failures(tables, target, str(row["key"]), LatencyPer(latency_per))
         if not math.isfinite(row["x"]):
             why.append(f"no {axis.cost.value}" + (f" at {axis.resolution}" if axis.resolution else ""))
         if not math.isfinite(row["y"]):
@@ -348,7 +428,8 @@ def target_points(
     return pts.sort_values(["x", "y"], ascending=[True, False], na_position="last").reset_index(drop=True), axis
 
 
-def _budget_failures(tables: Tables, target: Target, key: str) -> list[str]:
+def _budget_failures(tables: Tables, target: Target, key: str,
+                     latency_per: LatencyPer = LatencyPer.architecture) -> list[str]:
     """Why a variant breaks the target's budgets (empty when it meets them all, or there are none)."""
     b = target.budgets
     out: list[str] = []
@@ -366,7 +447,7 @@ def _budget_failures(tables: Tables, target: Target, key: str) -> list[str]:
         elif v > b.activations.max_mb:
             out.append(f"activations {v:.4g} MB > {b.activations.max_mb:g} MB at {b.activations.resolution.value}")
     if b.latency is not None:
-        v = _latency_at(tables, target.name, b.latency.resolution.value).get(key, np.nan)
+        v = latency_at(tables, target.name, b.latency.resolution.value, latency_per)[0].get(key, np.nan)
         if not math.isfinite(v):
             out.append(f"latency not measured on {target.name} at {b.latency.resolution.value}")
         elif v > b.latency.max_ms:
@@ -421,7 +502,8 @@ def _labels(points: pd.DataFrame) -> list[str]:
     """One label per position: coincident points (ties) share one label listing them all."""
     out = [""] * len(points)
     seen: dict[tuple[float, float], int] = {}
-    for i, (k, x, y) in enumerate(zip(points["key"], points["x"], points["y"], strict=True)):
+    names = points["label"] if "label" in points.columns else points["key"]
+    for i, (k, x, y) in enumerate(zip(names, points["x"], points["y"], strict=True)):
         pos = (float(x), float(y))
         if pos in seen:
             out[seen[pos]] += f", {k}"
@@ -495,8 +577,16 @@ def plot_front(points: pd.DataFrame, refs: pd.DataFrame, *, target: Target, axis
 
 
 def _hover(points: pd.DataFrame) -> list[list[str]]:
-    return [[str(r.key), str(r.precision or "-"), str(r.settings or "-"), str(r.reason or "eligible")]
-            for r in points.itertuples()]
+    def measured(r: pd.Series) -> str:
+        n = int(r.get("x_n", 1) or 1)
+        frm = str(r.get("y_from", "torch") or "torch")
+        x = f"x: median of {n} variants with this graph; " if n > 1 else ""
+        return f"{x}quality scored in {frm}"
+
+    label = "label" if "label" in points.columns else "key"
+    return [[f"{r[label]} ({r['key']})" if r[label] != r["key"] else str(r["key"]), str(r["precision"] or "-"),
+             str(r["settings"] or "-"), str(r["reason"] or "eligible"), measured(r)]
+            for _, r in points.iterrows()]
 
 
 def plotly_figure(panels: Sequence[tuple[Target, Axis, pd.DataFrame, pd.DataFrame]], *, y: str,
@@ -507,7 +597,7 @@ def plotly_figure(panels: Sequence[tuple[Target, Axis, pd.DataFrame, pd.DataFram
     fig = go.Figure()
     spans: list[tuple[int, int]] = []
     hover = ("<b>%{customdata[0]}</b><br>x=%{x:.4g}<br>y=%{y:.4f}<br>precision: %{customdata[1]}"
-             "<br>settings: %{customdata[2]}<br>%{customdata[3]}<extra></extra>")
+             "<br>settings: %{customdata[2]}<br>%{customdata[4]}<br>%{customdata[3]}<extra></extra>")
     for k, (_target, _axis, pts, refs) in enumerate(panels):
         start = len(fig.data)
         vis = k == 0
@@ -560,10 +650,12 @@ def plotly_figure(panels: Sequence[tuple[Target, Axis, pd.DataFrame, pd.DataFram
 def write_fronts(
     tables: Tables, targets: Sequence[Target], selection: Selection, out_dir: str | Path, *,
     x: CostAxis | str = CostAxis.auto, y: QualityAxis | str = QualityAxis.psnr,
-    resolution: str = Resolution.p720.value,
+    resolution: str = Resolution.p720.value, quality_from: QualityFrom | str = QualityFrom.deployed,
+    latency_per: LatencyPer | str = LatencyPer.architecture,
 ) -> list[Path]:
     """Fronts of every target for one selection: ``front.csv``, ``points.csv``, ``front-<target>.png/.svg``
-    and one self-contained ``fronts.html`` (plotly.js inline) with a target selector.
+    and one self-contained ``fronts.html`` (plotly.js inline) with a target selector. ``quality_from`` and
+    ``latency_per``: see :func:`target_points`.
 
     Returns:
         The files written.
@@ -577,7 +669,8 @@ def write_fronts(
     tables_out = []
     written: list[Path] = []
     for t in targets:
-        pts, axis = target_points(tables, t, selection, x=x, y=yq, resolution=resolution)
+        pts, axis = target_points(tables, t, selection, x=x, y=yq, resolution=resolution, quality_from=quality_from,
+                                  latency_per=latency_per)
         refs = reference_points(selection, axis, yq)
         panels.append((t, axis, pts, refs))
         meta = {"target": t.name, "illustrative": t.illustrative, "cost_axis": axis.cost.value,
@@ -606,6 +699,7 @@ def write_fronts(
 def export_fronts(
     results_dir: str | Path | Sequence[str | Path], targets: Iterable[Target | str] | None, out_dir: str | Path, *,
     y: QualityAxis | str = QualityAxis.psnr, resolution: str = Resolution.p720.value,
+    quality_from: QualityFrom | str = QualityFrom.deployed, latency_per: LatencyPer | str = LatencyPer.architecture,
 ) -> list[Path]:
     """Fronts for every target (default: all shipped) and every dataset x quality x protocol of the results.
 
@@ -620,5 +714,6 @@ def export_fronts(
     ts = get_targets(None) if targets is None else [t if isinstance(t, Target) else get_target(t) for t in targets]
     written: list[Path] = []
     for sel in tables.selections():
-        written += write_fronts(tables, ts, sel, Path(out_dir) / sel.slug(), y=y, resolution=resolution)
+        written += write_fronts(tables, ts, sel, Path(out_dir) / sel.slug(), y=y, resolution=resolution,
+                                quality_from=quality_from, latency_per=latency_per)
     return written

@@ -120,9 +120,38 @@ LATENCY_COLUMNS: dict[str, str] = {  # written by compress.deploy (LatencyRecord
     "runtime_version": "onnxruntime / openvino version",
     "cpu": "processor model",
     "timestamp": "when it was measured (UTC)",
+    "graph_signature": "SHA-256 of the graph's structure without names or weight values (compress.deploy."
+    "graph_signature): variants sharing it cost the same, and fronts use the median of their latencies",
+}
+
+DEPLOYED_COLUMNS: dict[str, str] = {  # written by compress.deployed
+    "recipe": "recipe name",
+    "variant": "variant id (joins quality.csv, cost.csv and latency.csv)",
+    "variant_name": "readable part of the variant id",
+    "target": "hardware target whose runtime scored the graph (recipes/targets/<target>.yaml)",
+    "runtime": "onnxruntime or openvino",
+    "precision": "precision the graph ran in (int8 for QDQ graphs; fp32 / bf16 hint for float graphs)",
+    "dataset": "dataset evaluated",
+    "quality": "JPEG quality of the input",
+    "protocol": "evaluation protocol",
+    "n_images": "images averaged",
+    "psnr": "mean PSNR (dB) of the deployed graph's output",
+    "ssim": "mean SSIM of the deployed graph's output",
+    "psnrb": "mean PSNR-B (dB) of the deployed graph's output",
+    "jpeg_psnr": "mean PSNR (dB) of the JPEG input",
+    "torch_psnr": "the variant's torch PSNR on the same selection (quality.csv)",
+    "delta_psnr": "psnr - torch_psnr (dB): what deployment costs",
+    "threads": "runtime threads",
+    "onnx_path": "the ONNX file scored, relative to results/<recipe>/",
+    "onnx_sha256": "its SHA-256",
+    "runtime_version": "onnxruntime / openvino version",
+    "cpu": "processor model (INT8 kernels differ between CPUs: VNNI or not)",
+    "timestamp": "when it was scored (UTC)",
 }
 
 QUALITY_KEY = ("variant", "dataset", "quality", "protocol")
+DEPLOYED_KEY = ("variant", "target", "dataset", "quality", "protocol")
+DEPLOYED_FILE = "deployed.csv"
 COST_KEY = ("variant", "resolution")
 
 ARTIFACTS: dict[str, str] = {
@@ -406,6 +435,15 @@ def results_readme() -> str:
         "",
         *_column_table(LATENCY_COLUMNS),
         "",
+        f"## {DEPLOYED_FILE}",
+        "",
+        "Written by `compress deployed` (module `compress.deployed`): each variant's `model.onnx` scored in the "
+        "runtime of every measured target that runs it, one row per variant x target x dataset x quality x "
+        f"protocol; key `{', '.join(DEPLOYED_KEY)}`. Fronts and the speed goal take a target's quality from here "
+        "when it has a row (else from the torch score of quality.csv).",
+        "",
+        *_column_table(DEPLOYED_COLUMNS),
+        "",
         "## pareto/<dataset>-q<quality>-<protocol>/",
         "",
         "Written by `compress pareto` / `compress main` (module `compress.pareto`) from the tables above only:",
@@ -433,7 +471,8 @@ def results_readme() -> str:
         "`latency.csv` only: per target x resolution, the fastest timed variant with LIVE1 q10 `idcn-rgb` PSNR >= "
         "JPEG + 1 dB (`variant`, `psnr`, `ms`, `met` = within 33.3 ms), the fastest variant of all and the best one "
         "(`fastest_*`, `best_*`), `short_db` (how far the best timed variant is below the floor when none reaches "
-        "it), `n_timed`, and the goal's settings (`goal_*`) |",
+        "it), `n_timed`, `n_deployed` (timed variants scored in the target's runtime: deployed.csv, used instead "
+        "of the torch PSNR), and the goal's settings (`goal_*`); ms are per-graph medians as on the fronts |",
         "| `ttq.csv` | time to quality: one row per snapshot of a training run (recipe, `seconds` of wall time "
         "since the run started, `step`, LIVE1 `psnr` / `ssim` / `jpeg_psnr` under `protocol`, the recipe's "
         "patch / batch / lr / loss / init / precision, `load_avg` when the snapshot was taken) |",

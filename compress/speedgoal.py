@@ -8,6 +8,10 @@ measured target and resolution:
 * the fastest variant at or above the floor, its ms/frame and whether it meets the budget;
 * when none qualifies: the fastest variant overall (how fast the target gets at all) and the best
   variant's quality (how far the floor is), so a missed goal reads as a measured front, not a "no".
+
+A variant's PSNR on a target is its score in that target's runtime (``deployed.csv``, see
+:mod:`compress.deployed`) where it has one, else the torch score; its ms is the median over the variants
+that share its graph structure (see :func:`compress.pareto.latency_at`), as on the fronts.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from compress.errors import DataError
-from compress.pareto import load_tables
+from compress.pareto import Selection, deployed_at, latency_at, load_tables
 
 #: 30 frames per second.
 REAL_TIME_MS = 1000.0 / 30.0
@@ -43,7 +47,8 @@ def speed_goal(results: Sequence[str | Path], goal: Goal = Goal()) -> pd.DataFra
     (fastest qualifying variant; empty when none), ``met`` (it exists and ``ms <= budget_ms``),
     ``fastest_variant`` / ``fastest_psnr`` / ``fastest_ms`` (fastest of all), ``best_variant`` /
     ``best_psnr`` / ``best_ms`` (highest PSNR among the timed ones), ``short_db`` (floor - best PSNR when
-    nothing qualifies, else 0), ``n_timed`` and the goal's settings.
+    nothing qualifies, else 0), ``n_timed``, ``n_deployed`` (how many of those have a runtime score) and the
+    goal's settings.
 
     Raises:
         DataError: no quality rows for the goal's selection, or no latency rows at all.
@@ -65,8 +70,11 @@ def speed_goal(results: Sequence[str | Path], goal: Goal = Goal()) -> pd.DataFra
         timed = part[part["key"].isin(scores.index)].copy()
         if not len(timed):
             continue
-        timed["psnr"] = scores.loc[timed["key"], "psnr"].to_numpy(dtype=float)
-        timed["ms"] = timed["ms_median"].astype(float)
+        # what the target runs: its runtime's score where deployed.csv has one, the median latency of the graph
+        dep = deployed_at(t, str(target), Selection(goal.dataset, goal.quality, goal.protocol))
+        timed["psnr"] = [float(dep.at[k, "psnr"]) if k in dep.index else float(scores.at[k, "psnr"])
+                         for k in timed["key"]]
+        timed["ms"] = timed["key"].map(latency_at(t, str(target), str(res))[0]).astype(float)
         fastest = timed.loc[timed["ms"].idxmin()]
         best = timed.sort_values(["psnr", "ms"], ascending=[False, True]).iloc[0]
         ok = timed[timed["psnr"] >= floor]
@@ -81,7 +89,8 @@ def speed_goal(results: Sequence[str | Path], goal: Goal = Goal()) -> pd.DataFra
             "fastest_ms": float(fastest["ms"]),
             "best_variant": best["key"], "best_psnr": float(best["psnr"]), "best_ms": float(best["ms"]),
             "short_db": 0.0 if pick is not None else round(floor - float(best["psnr"]), 4),
-            "n_timed": len(timed), **{f"goal_{k}": v for k, v in asdict(goal).items()},
+            "n_timed": len(timed), "n_deployed": int(timed["key"].isin(dep.index).sum()),
+            **{f"goal_{k}": v for k, v in asdict(goal).items()},
         })
     return pd.DataFrame(rows)
 

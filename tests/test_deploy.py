@@ -31,6 +31,7 @@ from compress.deploy import (
     onnx_macs,
     onnx_precision,
     records_frame,
+    sha256,
     write_latency,
 )
 from compress.errors import CompressError
@@ -314,3 +315,87 @@ def test_evaluate_cli_scores_an_onnx_file(
     assert out[0]["model"].endswith("@openvino-fp32") and out[0]["psnr"] > 20
     assert main(["evaluate", "--onnx", str(path), "--model", "arcnn", "--quality", "10", "--protocol", "idcn-rgb"]) == 2
     assert "without --model" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# graph signatures and deployed quality
+
+
+def test_graph_signature_ignores_weights_not_structure(tmp_path: Path) -> None:
+    from compress.deploy import graph_signature
+    from compress.nets import build_model
+
+    def export(seed: int, name: str, model_name: str = "arcnn") -> Path:
+        torch.manual_seed(seed)
+        return export_onnx(build_model(model_name).eval(), tmp_path / f"{name}.onnx", channels=3, size=32)
+
+    a, b = export(0, "a"), export(1, "b")
+    assert a.read_bytes() != b.read_bytes()  # other weights ...
+    assert graph_signature(a) == graph_signature(b)  # ... same graph: two seeds of one architecture
+    assert graph_signature(export(0, "fast", "fast_arcnn")) != graph_signature(a)
+    assert graph_signature(export(0, "relu", "arcnn_relu")) != graph_signature(a)  # PRelu vs Relu
+
+
+def test_measured_rows_carry_the_graph_signature(tiny_onnx: Path) -> None:
+    from compress.deploy import graph_signature
+
+    rec = measure_latency(tiny_onnx, get_target("cpu-ort-fp32"), resolutions={"r": (32, 24)}, n=1, warmup=0,
+                          peak_memory=False)[0]
+    assert rec.graph_signature == graph_signature(tiny_onnx) and len(rec.graph_signature) == 64
+
+
+def test_deployed_scores_each_variant_in_each_runtime(arcnn_onnx: tuple[nn.Module, Path], tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """End to end: a results folder -> deployed.csv (onnxruntime + OpenVINO) -> the front takes it as quality."""
+    import shutil
+
+    from compress.deployed import score_results
+    from compress.evaluate import evaluate_model
+    from compress.pareto import Selection, load_tables, target_points
+
+    model, path = arcnn_onnx
+    root = tmp_path / "demo"
+    (root / "v").mkdir(parents=True)
+    shutil.copy(path, root / "v" / "model.onnx")
+    base = {"recipe": "demo", "resolution": "720p30", "weight_bits": 32, "act_bits": 32, "params": 117734}
+    pd.DataFrame([{"variant": "v", "variant_name": "v", "onnx_path": "v/model.onnx", **base},
+                  {"variant": "gone", "variant_name": "gone", "onnx_path": "gone/model.onnx", **base}]
+                 ).to_csv(root / "cost.csv", index=False)
+    torch_psnr = evaluate_model(model, "embedded", 10, "idcn-rgb", limit=1, progress=False)[0].psnr
+    pd.DataFrame([{"variant": v, "dataset": "embedded", "quality": 10, "protocol": "idcn-rgb", "psnr": torch_psnr,
+                   "jpeg_psnr": 20.0} for v in ("v", "gone")]).to_csv(root / "quality.csv", index=False)
+    targets = [get_target(t) for t in ("cpu-ort-fp32", "cpu-ov-fp32", "cpu-ort-int8", "edge-npu")]
+    out = score_results(root, targets, dataset="embedded", limit=1, threads=1, progress=False)
+    assert "gone: no " in capsys.readouterr().out  # a variant without its ONNX file is skipped, said so
+    df = pd.read_csv(out)
+    # the float variant runs on the two fp32 targets; the INT8-only and analytic targets do not score it
+    assert sorted(df["target"]) == ["cpu-ort-fp32", "cpu-ov-fp32"]
+    assert set(df["precision"]) == {"fp32"} and (df["delta_psnr"].abs() < 1e-3).all()
+    assert df["torch_psnr"].tolist() == pytest.approx([torch_psnr] * 2) and len(df["onnx_sha256"].iloc[0]) == 64
+    stamp = df["timestamp"].tolist()
+    score_results(root, targets, dataset="embedded", limit=1, threads=1, progress=False, skip_done=True)
+    assert pd.read_csv(out)["timestamp"].tolist() == stamp  # resumable: nothing scored twice
+    # a front takes the runtime's score for its own target
+    pd.DataFrame(df.assign(psnr=df["psnr"] - 0.5)).to_csv(out, index=False)
+    tables = load_tables([root])
+    pts, _ = target_points(tables, get_target("cpu-ov-fp32"), Selection("embedded", 10, "idcn-rgb"), x="params")
+    row = pts.set_index("key").loc["v"]
+    assert row["y"] == pytest.approx(torch_psnr - 0.5, abs=1e-3) and row["y_from"] == "openvino fp32"
+    with pytest.raises(CompressError, match="no variant named nope"):
+        score_results(root, targets, only=["nope"])
+    with pytest.raises(CompressError, match="no measured target"):
+        score_results(root, [get_target("edge-npu")])
+
+
+def test_fill_graph_signatures_only_for_the_file_that_was_timed(tiny_onnx: Path, tmp_path: Path) -> None:
+    from compress.deploy import fill_graph_signatures, graph_signature
+
+    rows = [_record("a", "cpu-ort-fp32", 5.0), _record("b", "cpu-ort-fp32", 6.0), _record("c", "cpu-ort-fp32", 7.0)]
+    df = records_frame(rows).drop(columns=["graph_signature"])  # a table from before the column
+    df["onnx_path"] = [str(tiny_onnx), str(tiny_onnx), str(tmp_path / "gone.onnx")]
+    df["onnx_sha256"] = [sha256(tiny_onnx), "0" * 64, sha256(tiny_onnx)]  # b: the file changed since
+    out = tmp_path / "latency.csv"
+    df.to_csv(out, index=False)
+    assert fill_graph_signatures(out) == 1
+    sig = pd.read_csv(out)["graph_signature"].tolist()
+    assert sig[0] == graph_signature(tiny_onnx) and all(isinstance(s, float) and math.isnan(s) for s in sig[1:])

@@ -193,6 +193,56 @@ def test_same_variant_in_two_folders_gets_a_prefix(tmp_path: Path) -> None:
     assert set(pts.loc[pts["on_front"], "key"]) == {"a/arcnn", "b/arcnn", "fast"}  # a tie: both arcnn kept
 
 
+def test_deployed_quality_replaces_torch_for_its_own_target(results: Path) -> None:
+    pd.DataFrame([
+        {"variant": "fast-int8", "target": "cpu-ov-int8", "runtime": "openvino", "precision": "int8",
+         "dataset": "live1", "quality": 10, "protocol": "idcn-rgb", "psnr": 26.60},
+        {"variant": "arcnn-p50-int8", "target": "cpu-ort-int8", "runtime": "onnxruntime", "precision": "int8",
+         "dataset": "live1", "quality": 10, "protocol": "idcn-rgb", "psnr": 20.0},
+    ]).to_csv(results / "deployed.csv", index=False)
+    pts = _points(results, "cpu-ov-int8", x="tflops_true")
+    assert pts.loc["fast-int8", "y"] == pytest.approx(26.60) and pts.loc["fast-int8", "y_from"] == "openvino int8"
+    # its twin keeps the torch score and now dominates it; the other target's row does not leak in
+    assert pts.loc["fast-int8-twin", "y_from"] == "torch" and pts.loc["fast-int8-twin", "on_front"]
+    assert not pts.loc["fast-int8", "on_front"]
+    assert pts.loc["arcnn-p50-int8", "y"] == pytest.approx(26.90)
+    gain = _points(results, "cpu-ov-int8", x="tflops_true", y="psnr_gain")
+    assert gain.loc["fast-int8", "y"] == pytest.approx(26.60 - 25.69)
+    torch_only = _points(results, "cpu-ov-int8", x="tflops_true", quality_from="torch")
+    assert torch_only.loc["fast-int8", "y"] == pytest.approx(26.70) and set(torch_only["y_from"]) == {"torch"}
+
+
+def test_latency_is_the_median_over_variants_with_one_graph(tmp_path: Path) -> None:
+    res = make_results(tmp_path / "r", latency={("arcnn", "cpu-ort-fp32"): 900.0, ("arcnn-p50", "cpu-ort-fp32"): 400.0,
+                                               ("fast", "cpu-ort-fp32"): 100.0, ("slow", "cpu-ort-fp32"): 2000.0})
+    lat = pd.read_csv(res / "latency.csv")
+    # arcnn and arcnn-p50 stand for two seeds of one architecture; slow has no signature (an older row)
+    lat["graph_signature"] = lat["variant"].map({"arcnn": "g1", "arcnn-p50": "g1", "fast": "g2"})
+    lat.to_csv(res / "latency.csv", index=False)
+    pts = _points(res, "cpu-ort-fp32")
+    assert pts.loc["arcnn", "x"] == pts.loc["arcnn-p50", "x"] == pytest.approx(650.0)
+    assert pts.loc["arcnn", "x_n"] == 2 and pts.loc["fast", "x_n"] == 1
+    assert (pts.loc["fast", "x"], pts.loc["slow", "x"]) == (100.0, 2000.0)
+    # at one latency the better of the two wins; by their own (noisy) measurements both would be on the front
+    assert set(pts.index[pts["on_front"]]) == {"fast", "arcnn"}
+    own = _points(res, "cpu-ort-fp32", latency_per="variant")
+    assert (own.loc["arcnn", "x"], own.loc["arcnn-p50", "x"]) == (900.0, 400.0)
+    assert set(own.index[own["on_front"]]) == {"fast", "arcnn-p50", "arcnn"}
+
+
+def test_labels_name_the_recipe_when_points_come_from_several(tmp_path: Path) -> None:
+    a = make_results(tmp_path / "study-a", {"seed0-1234abcd": VARIANTS["arcnn"]})
+    b = make_results(tmp_path / "study-b", {"seed0-9876fedc": VARIANTS["fast"]})
+    for root in (a, b):
+        q = pd.read_csv(root / "quality.csv")
+        q["variant_name"] = "seed0"
+        q.to_csv(root / "quality.csv", index=False)
+    pts, _ = target_points(load_tables([a, b]), get_target("cpu-ort-fp32"), SEL, x="params")
+    assert sorted(pts["label"]) == ["study-a/seed0", "study-b/seed0"]
+    one, _ = target_points(load_tables([a]), get_target("cpu-ort-fp32"), SEL, x="params")
+    assert list(one["label"]) == ["seed0"]
+
+
 # ---------------------------------------------------------------------------------------------
 # published reference points
 

@@ -70,3 +70,21 @@ def test_written_files_and_cli(results: Path, tmp_path: Path, capsys: pytest.Cap
     out = capsys.readouterr().out
     assert "JPEG + 1.0" in out and "| cpu-b | 720p30 | none |" in out
     assert (tmp_path / "b" / "speed_goal.csv").is_file()
+
+
+def test_deployed_quality_and_per_graph_latency(results: Path) -> None:
+    import pandas as pd
+
+    # fast-int8 loses 0.1 dB in cpu-a's runtime: below the floor there, so fast (100 ms) is the answer
+    pd.DataFrame([{"variant": "fast-int8", "target": "cpu-a", "runtime": "onnxruntime", "precision": "int8",
+                   "dataset": "live1", "quality": 10, "protocol": "idcn-rgb", "psnr": 26.60}]
+                 ).to_csv(results / "deployed.csv", index=False)
+    a = _row(speed_goal([results]), "cpu-a")
+    assert (a["variant"], a["ms"], a["n_deployed"]) == ("fast", 100.0, 1)
+    c = _row(speed_goal([results]), "cpu-c")
+    assert (c["variant"], c["n_deployed"]) == ("fast-int8", 0)  # the row is for cpu-a only
+    # fast and fast-int8 given one graph signature share the median of their cpu-a times
+    lat = pd.read_csv(results / "latency.csv")
+    lat["graph_signature"] = lat["variant"].map({"fast": "g", "fast-int8": "g"})
+    lat.to_csv(results / "latency.csv", index=False)
+    assert _row(speed_goal([results]), "cpu-a")["ms"] == pytest.approx(65.0)

@@ -6,7 +6,7 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from compress.pareto import CostAxis, QualityAxis
+    from compress.pareto import CostAxis, LatencyPer, QualityAxis, QualityFrom
     from compress.targets import Resolution
 
     p = sub.add_parser(
@@ -26,6 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="quality axis (default psnr; *_gain = over the JPEG input)")
     p.add_argument("--resolution", default=Resolution.p720.value, choices=[r.value for r in Resolution],
                    help="resolution of per-frame cost axes (default 720p30)")
+    p.add_argument("--quality-from", default=QualityFrom.deployed.value, choices=[q.value for q in QualityFrom],
+                   help="deployed (default): a target's quality is its runtime's score in deployed.csv where "
+                   "there is one (compress deployed), else torch's; torch: quality.csv only")
+    p.add_argument("--latency-per", default=LatencyPer.architecture.value, choices=[v.value for v in LatencyPer],
+                   help="architecture (default): variants with the same graph structure share the median of their "
+                   "latencies (seed noise does not pick the front); variant: each its own measurement")
     p.add_argument("--dataset", help="dataset of the quality rows (needed when the table has several)")
     p.add_argument("--quality", type=int, help="JPEG quality of the quality rows")
     p.add_argument("--protocol", help="evaluation protocol of the quality rows")
@@ -42,11 +48,13 @@ def run(args: argparse.Namespace) -> int:
 
     targets = get_targets(args.target)  # unknown names fail first, listing the valid ones
     if args.all:
-        files = export_fronts(args.results, targets, args.out, y=args.y, resolution=args.resolution)
+        files = export_fronts(args.results, targets, args.out, y=args.y, resolution=args.resolution,
+                              quality_from=args.quality_from, latency_per=args.latency_per)
     else:
         tables = load_tables(args.results)
         sel = resolve_selection(tables, args.dataset, args.quality, args.protocol)
-        files = write_fronts(tables, targets, sel, args.out, x=args.x, y=args.y, resolution=args.resolution)
+        files = write_fronts(tables, targets, sel, args.out, x=args.x, y=args.y, resolution=args.resolution,
+                             quality_from=args.quality_from, latency_per=args.latency_per)
     front = [f for f in files if f.name == "front.csv"]
     print(f"wrote {len(files)} files under {Path(args.out)} ({len(front)} front table(s))")
     for f in files:
