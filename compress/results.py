@@ -471,8 +471,10 @@ def results_readme() -> str:
         "`latency.csv` only: per target x resolution, the fastest timed variant with LIVE1 q10 `idcn-rgb` PSNR >= "
         "JPEG + 1 dB (`variant`, `psnr`, `ms`, `met` = within 33.3 ms), the fastest variant of all and the best one "
         "(`fastest_*`, `best_*`), `short_db` (how far the best timed variant is below the floor when none reaches "
-        "it), `n_timed`, `n_deployed` (timed variants scored in the target's runtime: deployed.csv, used instead "
-        "of the torch PSNR), and the goal's settings (`goal_*`); ms are per-graph medians as on the fronts |",
+        "it), `fastest_gmac_per_s` / `gmac_in_budget` (true GMAC/s the runtime sustains on the fastest variant, and "
+        "the GMACs per frame that fit the budget at that rate), `n_timed`, `n_deployed` (timed variants scored in "
+        "the target's runtime: deployed.csv, used instead of the torch PSNR), and the goal's settings (`goal_*`); "
+        "ms are per-graph medians as on the fronts |",
         "| `ttq.csv` | time to quality: one row per snapshot of a training run (recipe, `seconds` of wall time "
         "since the run started, `step`, LIVE1 `psnr` / `ssim` / `jpeg_psnr` under `protocol`, the recipe's "
         "patch / batch / lr / loss / init / precision, `load_avg` when the snapshot was taken) |",

@@ -163,10 +163,11 @@ def test_only_prefers_an_exact_name_to_id_prefixes() -> None:
         "stages:\n  - {type: quantize, backend: nncf, mode: ptq}\n"
         "sweep:\n  points:\n    - {stages.0.weight_bits: 8}\n"
         "    - {stages.0.weight_bits: 8, stages.0.keep_float: [last]}\n"
+        "    - {stages.0.weight_bits: 8, stages.0.keep_float: []}\n"
     )
     rf = parse_recipe(text, "t.yaml")
     names = [v.name for v in rf.variants]
-    assert names == ["w8", "w8-keep_float_last"]
+    assert names == ["w8", "w8-keep_float_last", "w8-keep_float_none"]
     assert [v.name for v in select_variants([rf], ["w8"])] == ["w8"]  # not also w8-keep_float_last
-    assert [v.name for v in select_variants([rf], ["w8-keep"])] == ["w8-keep_float_last"]  # an id prefix
+    assert [v.name for v in select_variants([rf], ["w8-keep_float_l"])] == ["w8-keep_float_last"]  # an id prefix
     assert len(select_variants([rf], [rf.variants[0].id[:4]])) == 1

@@ -42,6 +42,9 @@ def test_fastest_qualifying_variant_and_budget(results: Path) -> None:
     assert (a["fastest_variant"], a["fastest_ms"]) == ("tiny-w4", 10.0)
     assert (a["best_variant"], a["best_ms"], a["short_db"]) == ("arcnn", 900.0, 0.0)
     assert a["n_timed"] == 5
+    # tiny-w4: 0.1 true TFLOPS at 720p30 = 3.33 GMAC a frame in 10 ms -> 333 GMAC/s, 11.1 GMAC fit in 33.3 ms
+    assert a["fastest_gmac_per_s"] == pytest.approx(0.1e12 / 30 / 1e9 / 0.010)
+    assert a["gmac_in_budget"] == pytest.approx(a["fastest_gmac_per_s"] / 30)
     c = _row(table, "cpu-c")
     assert (c["variant"], bool(c["met"])) == ("fast-int8", False)  # qualifies, but 40 ms > 33.3 ms
 

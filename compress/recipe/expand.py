@@ -131,8 +131,11 @@ def _value_token(value: Any) -> str:
 
 
 def _list_token(value: Any) -> str | None:
-    """``a+b`` for a short list of plain numbers / words (``keep_float: [last]`` -> ``last``), else None."""
-    if not isinstance(value, list | tuple) or not value or len(value) > 4 \
+    """``a+b`` for a short list of plain numbers / words (``keep_float: [last]`` -> ``last``; ``[]`` -> ``none``),
+    else None."""
+    if isinstance(value, list | tuple) and not value:
+        return "none"
+    if not isinstance(value, list | tuple) or len(value) > 4 \
             or not all(isinstance(v, int | float | str) and not isinstance(v, bool) for v in value):
         return None
     joined = "+".join(_value_token(v) for v in value)
