@@ -564,7 +564,9 @@ def plot_front(points: pd.DataFrame, refs: pd.DataFrame, *, target: Target, axis
         ax.axvline(bx, color="tab:orange", ls="--", lw=1, label=f"budget {bx:g}")
     if len(shown) or len(refs):
         ax.set_xscale("log")
-    ax.set_xlabel(axis.label())
+    shared = "x_n" in points.columns and bool((points["x_n"] > 1).any())
+    ax.set_xlabel(axis.label() + ("\n(variants with the same graph share the median of their measurements)"
+                                  if shared and axis.cost is CostAxis.latency_ms else ""))
     ax.set_ylabel(f"{y} (dB)" if "psnr" in y else y)
     ax.set_title(f"{target.label()}: {selection.label()}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
