@@ -399,3 +399,19 @@ def test_fill_graph_signatures_only_for_the_file_that_was_timed(tiny_onnx: Path,
     assert fill_graph_signatures(out) == 1
     sig = pd.read_csv(out)["graph_signature"].tolist()
     assert sig[0] == graph_signature(tiny_onnx) and all(isinstance(s, float) and math.isnan(s) for s in sig[1:])
+
+
+def test_latency_cli_measures_a_results_folder(tiny_onnx: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "demo"
+    root.mkdir()
+    pd.DataFrame([{"variant": "tiny", "resolution": "480p30", "weight_bits": 32, "act_bits": 32,
+                   "peak_activation_mb": 1.0, "onnx_path": str(tiny_onnx)}]).to_csv(root / "cost.csv", index=False)
+    argv = ["latency", "--results", str(root), "--target", "cpu-ort-fp32", "--resolution", "480p30", "--n", "1",
+            "--warmup", "0", "--no-memory"]
+    assert main(argv) == 0
+    lat = pd.read_csv(root / "latency.csv")
+    assert list(lat["variant"]) == ["tiny"] and lat["ms_median"].item() > 0 and len(lat["graph_signature"][0]) == 64
+    assert main([*argv, "--skip-done"]) == 0 and pd.read_csv(root / "latency.csv")["timestamp"].equals(lat["timestamp"])
+    assert main(["latency", str(tiny_onnx), "--results", str(root)]) == 2
+    assert "give no ONNX file" in capsys.readouterr().err

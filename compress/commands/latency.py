@@ -13,7 +13,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "recorded) and the peak RSS rise of one inference in a fresh subprocess, upserted into a latency.csv. "
         "With --bench: 720p only, plus the fraction of this machine's measured matmul peak.",
     )
-    p.add_argument("onnx", nargs="+", metavar="ONNX", help="ONNX models (float or INT8 QDQ)")
+    p.add_argument("onnx", nargs="*", metavar="ONNX", help="ONNX models (float or INT8 QDQ)")
+    p.add_argument("--results", nargs="+", metavar="DIR",
+                   help="instead of ONNX files: every variant of these results folders (results/<recipe>) on every "
+                   "target that runs it, upserted into each folder's latency.csv")
+    p.add_argument("--skip-done", action="store_true",
+                   help="--results: skip variant x target pairs already timed for the same ONNX file")
     p.add_argument("--variant", action="append", help="variant name per model, in order (default: file stem)")
     p.add_argument("--target", action="append", metavar="T",
                    help="target name or YAML file; repeat for several (default: every measured shipped target)")
@@ -42,6 +47,19 @@ def run(args: argparse.Namespace) -> int:
     targets = [t for t in get_targets(args.target) if t.measured]
     if not targets:
         raise CompressError("no measured target given (analytic targets have nothing to time)")
+    if args.results:
+        if args.onnx or args.bench:
+            raise CompressError("--results measures the folders' own ONNX files: give no ONNX file and no --bench")
+        from compress.deploy import measure_results
+
+        res_map = {r: RESOLUTIONS[r] for r in (args.resolution or list(RESOLUTIONS))}
+        for folder in args.results:
+            out = measure_results(folder, targets, resolutions=res_map, n=args.n, warmup=args.warmup,
+                                  peak_memory=not args.no_memory, skip_done=args.skip_done)
+            print(f"wrote {out}")
+        return 0
+    if not args.onnx:
+        raise CompressError("give ONNX files, or --results DIR")
     names = args.variant or [Path(o).stem for o in args.onnx]
     refs = args.reference or []
     if len(names) != len(args.onnx) or (refs and len(refs) != len(args.onnx)):
