@@ -513,6 +513,24 @@ def _labels(points: pd.DataFrame) -> list[str]:
     return out
 
 
+def _label_offsets(points: pd.DataFrame, *, near_x: float = 0.06, near_y: float = 0.03) -> list[float]:
+    """Vertical label offsets (points) that stack the labels of points close together on the (log x) plot
+    instead of printing them over each other: 3, -6, -15, ... for the 1st, 2nd, 3rd label of a cluster."""
+    if not len(points):
+        return []
+    lx = np.log10(points["x"].astype(float).clip(lower=1e-12).to_numpy())
+    y = points["y"].astype(float).to_numpy()
+    sx = max(float(np.ptp(lx)), 1e-9)
+    sy = max(float(np.ptp(y)), 1e-9)
+    placed: list[tuple[float, float]] = []
+    out = []
+    for xi, yi in zip(lx / sx, y / sy, strict=True):
+        k = sum(1 for px, py in placed if abs(px - xi) < near_x and abs(py - yi) < near_y)
+        placed.append((xi, yi))
+        out.append(3.0 - 9.0 * k)
+    return out
+
+
 def _budget_x(target: Target, axis: Axis) -> float | None:
     b = target.budgets
     if b.compute and axis.cost.value == ("tflops_true" if b.compute.convention is Convention.true else "tflops") \
@@ -548,10 +566,10 @@ def plot_front(points: pd.DataFrame, refs: pd.DataFrame, *, target: Target, axis
         fx, fy = _front_line(front)
         ax.step(fx, fy, where="post", color="tab:red", lw=1.5, label="Pareto front")
         ax.scatter(fx, fy, marker="o", color="tab:red", zorder=3)
-    for r, label in zip(shown.itertuples(), _labels(shown), strict=True):
+    for r, label, dy in zip(shown.itertuples(), _labels(shown), _label_offsets(shown), strict=True):
         if not label:
             continue
-        ax.annotate(label, (r.x, r.y), textcoords="offset points", xytext=(4, 3), fontsize=7,
+        ax.annotate(label, (r.x, r.y), textcoords="offset points", xytext=(4, dy), fontsize=7,
                     color="0.4" if not r.eligible else "black")
     if len(refs):
         ax.scatter(refs["x"], refs["y"], marker="*", s=90, facecolors="none", edgecolors="tab:green",
