@@ -6,7 +6,10 @@ Inputs are the tidy tables the recipe engine writes under ``results/<recipe>/``:
   the JPEG baselines ``jpeg_psnr`` ...);
 * ``cost.csv``: one row per variant x resolution (``params``, ``tflops``, ``tflops_true``, ``memory_mb``,
   ``peak_activation_mb``, ``weight_bits``, ``act_bits``, ``model_bytes`` ...);
-* ``latency.csv`` (optional, :mod:`compress.deploy`): one row per variant x target x resolution.
+* ``latency.csv`` (optional, :mod:`compress.deploy`): one row per variant x target x resolution; variants
+  with the same ``graph_signature`` get the median of their measurements (:func:`latency_at`);
+* ``deployed.csv`` (optional, :mod:`compress.deployed`): the quality of each variant's exported graph in a
+  target's runtime, which replaces the torch score on that target's front.
 
 A variant is a candidate for a target when the target can run its precision
 (:meth:`~compress.targets.Target.can_run`) and it meets every budget the target sets; the front is the
