@@ -526,11 +526,12 @@ def _label_offsets(points: pd.DataFrame, *, near_x: float = 0.06, near_y: float 
     sx = max(float(np.ptp(lx)), 1e-9)
     sy = max(float(np.ptp(y)), 1e-9)
     placed: list[tuple[float, float]] = []
-    out = []
-    for xi, yi in zip(lx / sx, y / sy, strict=True):
+    out = [3.0] * len(y)
+    for i in np.argsort(-y, kind="stable"):  # from the top down: a lower point's label goes below
+        xi, yi = lx[i] / sx, y[i] / sy
         k = sum(1 for px, py in placed if abs(px - xi) < near_x and abs(py - yi) < near_y)
         placed.append((xi, yi))
-        out.append(3.0 - 9.0 * k)
+        out[i] = 3.0 - 9.0 * k
     return out
 
 
@@ -573,7 +574,8 @@ def plot_front(points: pd.DataFrame, refs: pd.DataFrame, *, target: Target, axis
         if not label:
             continue
         ax.annotate(label, (r.x, r.y), textcoords="offset points", xytext=(4, dy), fontsize=7,
-                    color="0.4" if not r.eligible else "black")
+                    color="0.4" if not r.eligible else "black",
+                    arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.6"} if dy < 0 else None)
     if len(refs):
         ax.scatter(refs["x"], refs["y"], marker="*", s=90, facecolors="none", edgecolors="tab:green",
                    label="published, not re-measured")

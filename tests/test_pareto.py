@@ -246,8 +246,8 @@ def test_labels_name_the_recipe_when_points_come_from_several(tmp_path: Path) ->
 def test_labels_of_points_close_together_are_stacked() -> None:
     from compress.pareto import _label_offsets
 
-    pts = pd.DataFrame({"x": [100.0, 101.0, 102.0, 3000.0], "y": [26.40, 26.40, 26.41, 21.0]})
-    assert _label_offsets(pts) == [3.0, -6.0, -15.0, 3.0]
+    pts = pd.DataFrame({"x": [100.0, 101.0, 102.0, 3000.0], "y": [26.40, 26.39, 26.41, 21.0]})
+    assert _label_offsets(pts) == [-6.0, -15.0, 3.0, 3.0]  # the highest keeps the top label
     assert _label_offsets(pts.iloc[:0]) == []
 
 
