@@ -46,6 +46,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from compress.errors import CompressError
+from compress.fsio import atomic_write
 from compress.registry import Registry
 from compress.targets import Precision, Runtime, Target
 
@@ -489,7 +490,8 @@ def runtime_model(onnx_path: str | Path, runtime: Runtime | str = Runtime.onnxru
 
     The module takes and returns float32 NCHW tensors of any height and width (the graph must have
     dynamic H/W, as ``compress`` exports them) and carries a 1x1 probe convolution with the graph's
-    input channels, so :func:`compress.evaluate.evaluate_model` checks colour as for a torch model.
+    input channels, so :func:`compress.evaluate.evaluate_model` checks colour as for a torch model; its
+    ``runtime``, ``precision``, ``path`` and ``version`` (of the runtime) say what ran.
     ``precision``: ``fp32`` / ``bf16`` (OpenVINO's inference-precision hint) for float graphs; QDQ graphs
     run in INT8 as they are. Float graphs are never quantized here (that needs calibration data: see
     :func:`measure_latency`, whose INT8-by-calibration models are timed, not scored).
@@ -520,6 +522,7 @@ def runtime_model(onnx_path: str | Path, runtime: Runtime | str = Runtime.onnxru
         import onnxruntime as ort
 
         sess = ort.InferenceSession(str(path), _ort_options(threads), providers=["CPUExecutionProvider"])
+        version = str(ort.__version__)
 
         def run(x: F32) -> F32:
             return sess.run(None, {name: x})[0]  # type: ignore[no-any-return]
@@ -531,6 +534,7 @@ def runtime_model(onnx_path: str | Path, runtime: Runtime | str = Runtime.onnxru
         model.reshape({model.inputs[0]: ov.PartialShape([-1, channels, -1, -1])})
         compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads,
                                                      "INFERENCE_PRECISION_HINT": _OV_HINT[want]})
+        version = str(ov.__version__).split("-")[0]
 
         def run(x: F32) -> F32:
             return np.asarray(compiled(x)[0])
@@ -541,7 +545,7 @@ def runtime_model(onnx_path: str | Path, runtime: Runtime | str = Runtime.onnxru
         def __init__(self) -> None:
             super().__init__()
             self.probe = nn.Conv2d(channels, channels, 1)  # input channels, for colour checks only
-            self.runtime, self.precision, self.path = rt.value, want.value, str(path)
+            self.runtime, self.precision, self.path, self.version = rt.value, want.value, str(path), version
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(run(x.detach().float().cpu().numpy())))
@@ -947,9 +951,7 @@ def fill_graph_signatures(latency_csv: str | Path, base: str | Path = ".") -> in
             df.at[i, "graph_signature"] = cache[key]
             filled += 1
     if filled:
-        tmp = p.with_name(p.name + ".tmp")
-        df.to_csv(tmp, index=False)
-        os.replace(tmp, p)
+        atomic_write(p, lambda t: df.to_csv(t, index=False))
     return filled
 
 

@@ -110,7 +110,7 @@ def score_results(
                 "psnr": res.psnr, "ssim": res.ssim, "psnrb": res.psnrb, "jpeg_psnr": res.jpeg_psnr,
                 "torch_psnr": ref, "delta_psnr": res.psnr - ref, "threads": threads,
                 "onnx_path": str(row.onnx_path), "onnx_sha256": digest,
-                "runtime_version": _runtime_version(t.runtime.value), "cpu": cpu, "timestamp": now_iso(),
+                "runtime_version": model.version, "cpu": cpu, "timestamp": now_iso(),
             }
             append_rows(out, [rec], DEPLOYED_KEY, list(DEPLOYED_COLUMNS))
             log(f"{variant} @ {t.name} ({model.precision}): {res.dataset} q{quality} PSNR {res.psnr:.4f} "
@@ -118,21 +118,3 @@ def score_results(
     if not out.is_file():
         raise CompressError(f"{root}: no variant could be scored (no ONNX files, or no target runs them)")
     return out
-
-
-def _runtime_version(runtime: str) -> str:
-    if runtime == "openvino":
-        import openvino as ov
-
-        return str(ov.__version__).split("-")[0]
-    import onnxruntime as ort
-
-    return str(ort.__version__)
-
-
-def read_deployed(folder: str | Path) -> Any:
-    """``deployed.csv`` of a results folder as a DataFrame, or None when it has none."""
-    import pandas as pd
-
-    p = Path(folder) / DEPLOYED_FILE
-    return pd.read_csv(p) if p.is_file() else None

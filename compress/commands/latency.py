@@ -47,12 +47,12 @@ def run(args: argparse.Namespace) -> int:
     targets = [t for t in get_targets(args.target) if t.measured]
     if not targets:
         raise CompressError("no measured target given (analytic targets have nothing to time)")
+    res_map = {r: RESOLUTIONS[r] for r in (args.resolution or list(RESOLUTIONS))}
     if args.results:
         if args.onnx or args.bench:
             raise CompressError("--results measures the folders' own ONNX files: give no ONNX file and no --bench")
         from compress.deploy import measure_results
 
-        res_map = {r: RESOLUTIONS[r] for r in (args.resolution or list(RESOLUTIONS))}
         for folder in args.results:
             out = measure_results(folder, targets, resolutions=res_map, n=args.n, warmup=args.warmup,
                                   peak_memory=not args.no_memory, skip_done=args.skip_done)
@@ -72,7 +72,6 @@ def run(args: argparse.Namespace) -> int:
                               reference_models=dict(zip(names, refs, strict=True)) if refs else None,
                               peak_memory=not args.no_memory)
     else:
-        res_map = {r: RESOLUTIONS[r] for r in (args.resolution or list(RESOLUTIONS))}
         frames = []
         for i, (name, path) in enumerate(models.items()):
             analytic = {r: analytic_peak_mb(refs[i], w, h) for r, (w, h) in res_map.items()} if refs else None
