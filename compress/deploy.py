@@ -965,11 +965,18 @@ def measure_results(
     warmup: int = 2,
     peak_memory: bool = True,
     skip_done: bool = False,
+    per_graph: int | None = None,
+    graph_counts: dict[tuple[str, str], int] | None = None,
 ) -> Path:
     """Measure every variant of a results folder on every measured target it can run; upsert ``latency.csv``.
 
     With ``skip_done``, a variant x target already in ``latency.csv`` at every requested resolution, for the
     same ONNX file (SHA-256), is not measured again: a stopped measurement resumes where it was.
+
+    With ``per_graph`` K, a target times at most K variants of one graph structure (``graph_signature``):
+    the others take the median of those measurements on fronts (:func:`compress.pareto.latency_at`).
+    ``graph_counts`` maps (signature, target) to the variants already timed (default: this folder's
+    ``latency.csv``); pass one dict to several calls to share it across folders (:func:`graph_counts`).
 
     Variants and their ONNX files come from ``cost.csv`` (column ``onnx_column``, relative to the folder
     or absolute); a target runs a variant when its precisions fit the variant's ``weight_bits`` /
@@ -987,6 +994,8 @@ def measure_results(
         raise CompressError(f"{cost_path}: no column {onnx_column!r}; columns: {', '.join(cost.columns)}")
     out = root / "latency.csv"
     fill_graph_signatures(out)  # rows timed before signatures existed, where the timed file is still here
+    if per_graph is not None and graph_counts is None:
+        graph_counts = count_timed_graphs([out])
     done: set[tuple[str, str, str, str]] = set()
     if skip_done and out.is_file():
         old = pd.read_csv(out)
@@ -999,14 +1008,39 @@ def measure_results(
         onnx = onnx if onnx.is_absolute() else root / onnx
         analytic = dict(zip(rows["resolution"], rows["peak_activation_mb"], strict=True))
         digest = sha256(onnx) if done and onnx.is_file() else ""
+        sig = graph_signature(onnx) if per_graph is not None and onnx.is_file() else ""
         for t in targets:
             if done and all((str(variant), t.name, r, digest) in done for r in wanted):
                 continue
-            if t.measured and t.can_run(int(first["weight_bits"]), int(first["act_bits"])):
-                recs = measure_latency(onnx, t, variant=str(variant), resolutions=resolutions, n=n, warmup=warmup,
-                                       peak_memory=peak_memory, analytic_mb=analytic)
-                write_latency(recs, out)
+            if not (t.measured and t.can_run(int(first["weight_bits"]), int(first["act_bits"]))):
+                continue
+            if per_graph is not None and graph_counts is not None and sig \
+                    and graph_counts.get((sig, t.name), 0) >= per_graph:
+                continue
+            recs = measure_latency(onnx, t, variant=str(variant), resolutions=resolutions, n=n, warmup=warmup,
+                                   peak_memory=peak_memory, analytic_mb=analytic)
+            write_latency(recs, out)
+            if graph_counts is not None and sig:
+                graph_counts[(sig, t.name)] = graph_counts.get((sig, t.name), 0) + 1
     return out
+
+
+def count_timed_graphs(latency_csvs: Sequence[str | Path]) -> dict[tuple[str, str], int]:
+    """How many variants of each (graph_signature, target) these ``latency.csv`` files have timed."""
+    import pandas as pd
+
+    seen: dict[tuple[str, str], set[str]] = {}
+    for path in latency_csvs:
+        p = Path(path)
+        if not p.is_file():
+            continue
+        df = pd.read_csv(p)
+        if "graph_signature" not in df.columns:
+            continue
+        for v, t, g in df[["variant", "target", "graph_signature"]].itertuples(index=False):
+            if isinstance(g, str) and g:
+                seen.setdefault((g, str(t)), set()).add(f"{p.parent}/{v}")
+    return {k: len(v) for k, v in seen.items()}
 
 
 def run_latency_bench(

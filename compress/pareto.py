@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -285,28 +285,67 @@ def _cost_any(tables: Tables, col: str) -> pd.Series:
     return c.drop_duplicates("key").set_index("key")[col].astype(float)
 
 
+class LatencyLookup(NamedTuple):
+    """Latencies of one target x resolution by variant key (see :func:`latency_at`)."""
+
+    ms: pd.Series
+    """median ms per frame"""
+    count: pd.Series
+    """how many measured variants the value is the median of"""
+    measured: pd.Series
+    """True where the variant's own measurement is among them; False where it was not timed itself and
+    takes the measurements of variants with the same graph (``graph_signature`` in cost.csv)"""
+
+
+def graph_signatures(tables: Tables) -> pd.Series:
+    """Each variant's ``graph_signature`` by key: its latency rows' (the file that was timed), else cost.csv's
+    (written when the variant ran)."""
+    parts = []
+    for df in (tables.latency, tables.cost):
+        if len(df) and "graph_signature" in df.columns:
+            s = df[["key", "graph_signature"]].dropna()
+            parts.append(s[s["graph_signature"].astype(str) != ""])
+    if not parts:
+        return pd.Series(dtype=str)
+    both = pd.concat(parts, ignore_index=True).drop_duplicates("key", keep="first")
+    return both.set_index("key")["graph_signature"].astype(str)
+
+
 def latency_at(tables: Tables, target: str, res: str, per: LatencyPer = LatencyPer.architecture
-                ) -> tuple[pd.Series, pd.Series]:
-    """Measured ms per frame by variant key, and how many measured variants each value is the median of.
+               ) -> LatencyLookup:
+    """Measured ms per frame by variant key, how many measured variants each value is the median of, and
+    whether the variant itself was timed.
 
     ``per=architecture``: variants whose graphs share a ``graph_signature`` (the same structure: seeds of
-    one condition) all get the median of their measurements, so run-to-run noise on a shared machine
-    does not decide which seed sits on a front. Rows without a signature keep their own value.
+    one condition, or one prune ratio ranked by two criteria) all get the median of their measurements,
+    so run-to-run noise on a shared machine does not decide which seed sits on a front; a variant that
+    was not timed itself but has the signature of timed ones gets their median too (``measured`` False),
+    since the runtime's cost depends on the graph's structure, not its weight values. Rows without a
+    signature keep their own value. ``per=variant``: each timed variant its own measurement only.
     """
     lat = tables.latency
+    empty = pd.Series(dtype=float)
     if not len(lat):
-        return pd.Series(dtype=float), pd.Series(dtype=int)
+        return LatencyLookup(empty, pd.Series(dtype=int), pd.Series(dtype=bool))
     rows = lat[(lat["target"] == target) & (lat["resolution"] == res)].drop_duplicates("key", keep="last")
     ms = rows.set_index("key")["ms_median"].astype(float)
     count = pd.Series(1, index=ms.index)
-    if per is LatencyPer.architecture and "graph_signature" in rows.columns:
-        sig = rows["graph_signature"].fillna("").astype(str).set_axis(rows["key"])
-        has = sig != ""
+    measured = pd.Series(True, index=ms.index)
+    if per is LatencyPer.architecture:
+        sigs = graph_signatures(tables)
+        sig = ms.index.to_series().map(sigs)
+        has = sig.notna()
         if has.any():
             grouped = ms[has].groupby(sig[has])
-            ms[has] = grouped.transform("median")
-            count[has] = grouped.transform("size").astype(int)
-    return ms, count
+            median, size = grouped.median(), grouped.size()
+            ms[has] = sig[has].map(median)
+            count[has] = sig[has].map(size).astype(int)
+            extra = sigs[sigs.isin(median.index) & ~sigs.index.isin(ms.index)]
+            if len(extra):
+                ms = pd.concat([ms, extra.map(median).astype(float)])
+                count = pd.concat([count, extra.map(size).astype(int)])
+                measured = pd.concat([measured, pd.Series(False, index=extra.index)])
+    return LatencyLookup(ms, count, measured)
 
 
 def deployed_at(tables: Tables, target: str, selection: Selection) -> pd.DataFrame:
@@ -348,10 +387,11 @@ def target_points(
     ``quality_from=deployed``: a variant scored in this target's runtime (``deployed.csv``) gets that
     score as y, and ``y_from`` says so (``onnxruntime int8``); the others keep their torch score
     (``y_from`` = ``torch``). ``latency_per``: see :func:`latency_at`; ``x_n`` counts the measurements
-    behind a latency.
+    behind a latency, and ``x_timed`` is False for a variant that takes the latency of its graph without
+    being timed itself (NA on other axes).
 
     Returns:
-        The points (columns ``key, variant, results, label, x, x_n, y, y_from, precision, eligible, reason,
+        The points (columns ``key, variant, results, label, x, x_n, x_timed, y, y_from, precision, eligible, reason,
         on_front, settings``, bits and params) and the resolved x axis.
     """
     yq = QualityAxis(y)
@@ -390,10 +430,12 @@ def target_points(
         if col in cost_any.columns:
             pts[col] = pts["key"].map(cost_any[col])
     pts["x_n"] = 1
+    pts["x_timed"] = pd.Series(pd.NA, index=pts.index, dtype="boolean")
     if axis.cost is CostAxis.latency_ms:
-        ms, n_ms = latency_at(tables, target.name, str(axis.resolution), LatencyPer(latency_per))
-        pts["x"] = pts["key"].map(ms)
-        pts["x_n"] = pts["key"].map(n_ms).fillna(0).astype(int)
+        lk = latency_at(tables, target.name, str(axis.resolution), LatencyPer(latency_per))
+        pts["x"] = pts["key"].map(lk.ms)
+        pts["x_n"] = pts["key"].map(lk.count).fillna(0).astype(int)
+        pts["x_timed"] = pts["key"].map(lk.measured).astype("boolean")
     elif axis.resolution is None:
         pts["x"] = pts["key"].map(cost_any[axis.cost.value]) if axis.cost.value in cost_any.columns else np.nan
     else:
@@ -450,7 +492,7 @@ def _budget_failures(tables: Tables, target: Target, key: str,
         elif v > b.activations.max_mb:
             out.append(f"activations {v:.4g} MB > {b.activations.max_mb:g} MB at {b.activations.resolution.value}")
     if b.latency is not None:
-        v = latency_at(tables, target.name, b.latency.resolution.value, latency_per)[0].get(key, np.nan)
+        v = latency_at(tables, target.name, b.latency.resolution.value, latency_per).ms.get(key, np.nan)
         if not math.isfinite(v):
             out.append(f"latency not measured on {target.name} at {b.latency.resolution.value}")
         elif v > b.latency.max_ms:
@@ -588,8 +630,13 @@ def plot_front(points: pd.DataFrame, refs: pd.DataFrame, *, target: Target, axis
     if len(shown) or len(refs):
         ax.set_xscale("log")
     shared = "x_n" in points.columns and bool((points["x_n"] > 1).any())
-    ax.set_xlabel(axis.label() + ("\n(variants with the same graph share the median of their measurements)"
-                                  if shared and axis.cost is CostAxis.latency_ms else ""))
+    inherited = "x_timed" in shown.columns and bool((shown["x_timed"] == False).fillna(False).any())  # noqa: E712
+    note = ""
+    if axis.cost is CostAxis.latency_ms and inherited:
+        note = "\n(variants with the same graph share the median of their measurements; some were not timed themselves)"
+    elif axis.cost is CostAxis.latency_ms and shared:
+        note = "\n(variants with the same graph share the median of their measurements)"
+    ax.set_xlabel(axis.label() + note)
     ax.set_ylabel(f"{y} (dB)" if "psnr" in y else y)
     ax.set_title(f"{target.label()}: {selection.label()}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
@@ -606,6 +653,9 @@ def _hover(points: pd.DataFrame) -> list[list[str]]:
         n = int(r.get("x_n", 1) or 1)
         frm = str(r.get("y_from", "torch") or "torch")
         x = f"x: median of {n} variants with this graph; " if n > 1 else ""
+        timed = r.get("x_timed")
+        if timed is not None and not pd.isna(timed) and not bool(timed):
+            x = f"x: not timed itself, the median of {n} timed variant(s) with this graph; "
         return f"{x}quality scored in {frm}"
 
     label = "label" if "label" in points.columns else "key"

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -90,6 +90,8 @@ COST_COLUMNS: dict[str, str] = {
     "onnx_path": "the variant's model.onnx, relative to results/<recipe>/ (what the latency targets run)",
     "train_wall_s": "seconds spent in training loops (finetune, distill, QAT) for this variant",
     **PROVENANCE_COLUMNS,
+    "graph_signature": "SHA-256 of model.onnx's structure without names or weight values (compress.deploy."
+    "graph_signature): a latency measured on one variant of a graph holds for the others (fronts use it)",
 }
 
 LATENCY_COLUMNS: dict[str, str] = {  # written by compress.deploy (LatencyRecord), documented here with the rest
@@ -286,7 +288,8 @@ def _refresh_variants(folder: Path) -> Any:
     if quality is None:
         return None
     if cost is not None:
-        keep = [c for c in COST_COLUMNS if c not in PROVENANCE_COLUMNS and c not in ("recipe", "variant_name")]
+        keep = [c for c in COST_COLUMNS if c not in PROVENANCE_COLUMNS and c not in ("recipe", "variant_name")
+                and c in cost.columns]  # a table from before a column existed lacks it
         c720 = cost[cost["resolution"] == JOIN_RESOLUTION][keep]
         df = quality.merge(c720, on="variant", how="left")
     else:
@@ -329,6 +332,46 @@ def drop_variants(folder: Path, variants: Sequence[str]) -> int:
             _write(df[keep].reset_index(drop=True), folder / name)
         _refresh_variants(folder)
     return removed
+
+
+def fill_cost_signatures(folder: str | Path, signature: Callable[[Path], str]) -> int:
+    """Add ``graph_signature`` to ``folder``'s cost rows written before the column existed.
+
+    A variant gets the signature of its ``model.onnx`` when the file is still here (``signature`` is
+    :func:`compress.deploy.graph_signature`), else the one its ``latency.csv`` rows recorded for the
+    file that was timed; otherwise it stays empty. Returns the number of variants filled.
+    """
+    import pandas as pd
+
+    folder = Path(folder)
+    with _lock(folder):
+        cost = _read(folder / COST_FILE)
+        if cost is None or cost.empty:
+            return 0
+        if "graph_signature" not in cost.columns:
+            cost["graph_signature"] = pd.NA
+        cost["graph_signature"] = cost["graph_signature"].astype(object)
+        timed: dict[str, str] = {}
+        lat_path = folder / "latency.csv"
+        if lat_path.is_file():
+            lat = pd.read_csv(lat_path)
+            if "graph_signature" in lat.columns:
+                for v, g in zip(lat["variant"].astype(str), lat["graph_signature"], strict=True):
+                    if isinstance(g, str) and g:
+                        timed.setdefault(v, g)
+        empty = cost["graph_signature"].isna() | (cost["graph_signature"].astype(str) == "")
+        filled: set[str] = set()
+        for variant in sorted(set(cost.loc[empty, "variant"].astype(str))):
+            rows = empty & (cost["variant"].astype(str) == variant)
+            onnx = folder / str(cost.loc[rows, "onnx_path"].iloc[0]) if "onnx_path" in cost.columns else None
+            sig = signature(onnx) if onnx is not None and onnx.is_file() else timed.get(variant, "")
+            if sig:
+                cost.loc[rows, "graph_signature"] = sig
+                filled.add(variant)
+        if filled:
+            _write(cost, folder / COST_FILE)
+            _refresh_variants(folder)
+    return len(filled)
 
 
 def read_table(path: str | Path) -> Any:
@@ -472,7 +515,8 @@ def results_readme() -> str:
         "JPEG + 1 dB (`variant`, `psnr`, `ms`, `met` = within 33.3 ms), the fastest variant of all and the best one "
         "(`fastest_*`, `best_*`), `short_db` (how far the best timed variant is below the floor when none reaches "
         "it), `fastest_gmac_per_s` / `gmac_in_budget` (true GMAC/s the runtime sustains on the fastest variant, and "
-        "the GMACs per frame that fit the budget at that rate), `n_timed`, `n_deployed` (timed variants scored in "
+        "the GMACs per frame that fit the budget at that rate), `n_timed` (variants timed themselves), "
+        "`n_with_latency` (plus untimed variants of a timed graph), `n_deployed` (variants scored in "
         "the target's runtime: deployed.csv, used instead of the torch PSNR), and the goal's settings (`goal_*`); "
         "ms are per-graph medians as on the fronts |",
         "| `ttq.csv` | time to quality: one row per snapshot of a training run (recipe, `seconds` of wall time "

@@ -293,6 +293,8 @@ def run_variant(variant: Variant, opts: RunOptions, out: Callable[[str], None] =
     q_rows = _quality_rows(model, r, variant, opts, ctx.note)
     out("  profile")
     c_rows = _cost_rows(ctx.float_model if ctx.float_model is not None else model, r, variant)
+    from compress import deploy
+
     quant = ctx.quant or {}
     onnx_bytes = (folder / ONNX_NAME).stat().st_size
     prov = {
@@ -306,6 +308,7 @@ def run_variant(variant: Variant, opts: RunOptions, out: Callable[[str], None] =
         "weights_bytes": (folder / "weights.safetensors").stat().st_size, "onnx_bytes": onnx_bytes,
         "onnx_path": f"{variant.id}/{ONNX_NAME}",
         "train_wall_s": round(ctx.train_wall_s, 2),
+        "graph_signature": deploy.graph_signature(folder / ONNX_NAME),
     }
     results.write_tables(
         opts.results_dir / r.name, [{**row, **prov} for row in q_rows], [{**row, **extra, **prov} for row in c_rows]

@@ -49,8 +49,9 @@ def speed_goal(results: Sequence[str | Path], goal: Goal = Goal()) -> pd.DataFra
     ``best_psnr`` / ``best_ms`` (highest PSNR among the timed ones), ``short_db`` (floor - best PSNR when
     nothing qualifies, else 0), ``fastest_gmac_per_s`` (true GMACs per second the runtime sustains on the
     fastest variant) and ``gmac_in_budget`` (the GMACs per frame that rate fits in the budget: how small a
-    model would have to be), ``n_timed``, ``n_deployed`` (how many of those have a runtime score) and the
-    goal's settings.
+    model would have to be), ``n_timed`` (variants timed themselves), ``n_with_latency`` (those plus the
+    untimed variants that share a timed graph and take its median), ``n_deployed`` (how many of those have
+    a runtime score) and the goal's settings.
 
     Raises:
         DataError: no quality rows for the goal's selection, or no latency rows at all.
@@ -68,10 +69,14 @@ def speed_goal(results: Sequence[str | Path], goal: Goal = Goal()) -> pd.DataFra
     floor = float(scores["jpeg_psnr"].median()) + goal.min_gain_db
     lat = t.latency.drop_duplicates(["key", "target", "resolution"], keep="last")
     rows = []
-    for (target, res), part in lat.groupby(["target", "resolution"], sort=True):
-        timed = part[part["key"].isin(scores.index)].copy()
-        if not len(timed):
+    for (target, res), _part in lat.groupby(["target", "resolution"], sort=True):
+        # every scored variant with a latency here: its own, or (not timed itself) its graph's median
+        lk = latency_at(t, str(target), str(res))
+        keys = [k for k in lk.ms.index if k in scores.index]
+        if not keys:
             continue
+        timed = pd.DataFrame({"key": keys, "results": [scores.at[k, "results"] for k in keys],
+                              "variant": [scores.at[k, "variant"] for k in keys]})
         # what the target runs: its runtime's score where deployed.csv has one, the median latency of the graph
         dep = deployed_at(t, str(target), Selection(goal.dataset, goal.quality, goal.protocol))
         timed["psnr"] = [float(dep.at[k, "psnr"]) if k in dep.index else float(scores.at[k, "psnr"])
@@ -79,7 +84,7 @@ def speed_goal(results: Sequence[str | Path], goal: Goal = Goal()) -> pd.DataFra
         several = t.quality["results"].nunique() > 1
         timed["name"] = [f"{r}/{v}" if several else str(v) for r, v in zip(timed["results"], timed["variant"],
                                                                              strict=True)]
-        timed["ms"] = timed["key"].map(latency_at(t, str(target), str(res))[0]).astype(float)
+        timed["ms"] = timed["key"].map(lk.ms).astype(float)
         # equal times (variants of one graph share a median): the better variant is the answer
         by_speed = timed.sort_values(["ms", "psnr"], ascending=[True, False])
         fastest = by_speed.iloc[0]
@@ -102,7 +107,8 @@ def speed_goal(results: Sequence[str | Path], goal: Goal = Goal()) -> pd.DataFra
             "best_variant": best["name"], "best_psnr": float(best["psnr"]), "best_ms": float(best["ms"]),
             "short_db": 0.0 if pick is not None else round(floor - float(best["psnr"]), 4),
             "fastest_gmac_per_s": gmacs_s, "gmac_in_budget": gmacs_s * goal.budget_ms / 1e3,
-            "n_timed": len(timed), "n_deployed": int(timed["key"].isin(dep.index).sum()),
+            "n_timed": int(timed["key"].map(lk.measured).sum()), "n_with_latency": len(timed),
+            "n_deployed": int(timed["key"].isin(dep.index).sum()),
             **{f"goal_{k}": v for k, v in asdict(goal).items()},
         })
     return pd.DataFrame(rows)

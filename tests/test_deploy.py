@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -254,6 +255,52 @@ def test_measure_results_then_pareto_on_latency(tiny_onnx: Path, tmp_path: Path)
     measure_results(root, [get_target("cpu-ort-fp32")], resolutions={"720p30": (1280, 720), "480p30": (720, 480)},
                     n=2, warmup=1, peak_memory=False, skip_done=True)
     assert sorted(pd.read_csv(out)["resolution"]) == ["480p30", "720p30"]
+
+
+def test_per_graph_times_one_variant_of_a_graph_and_the_rest_share_it(tiny_onnx: Path, tmp_path: Path) -> None:
+    """--per-graph 1: of two variants with one graph only the first is timed; cost.csv's backfilled signature
+    gives the other the same latency on the front."""
+    from compress.deploy import count_timed_graphs, graph_signature, measure_results
+    from compress.pareto import Selection, load_tables, target_points
+    from compress.results import fill_cost_signatures
+
+    root = tmp_path / "demo"
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    shutil.copy(tiny_onnx, root / "a" / "model.onnx")
+    shutil.copy(tiny_onnx, root / "b" / "model.onnx")
+    base = {"resolution": "720p30", "params": 435, "tflops": 0.01, "tflops_true": 0.01, "memory_mb": 30.0,
+            "peak_activation_mb": 20.0, "model_bytes": tiny_onnx.stat().st_size, "weight_bits": 32, "act_bits": 32}
+    pd.DataFrame([{"variant": v, "onnx_path": f"{v}/model.onnx", **base} for v in ("a", "b")]).to_csv(
+        root / "cost.csv", index=False)
+    pd.DataFrame([{"variant": v, "dataset": "live1", "quality": 10, "protocol": "idcn-rgb", "psnr": p}
+                  for v, p in (("a", 26.0), ("b", 26.1))]).to_csv(root / "quality.csv", index=False)
+    assert fill_cost_signatures(root, graph_signature) == 2
+    assert set(pd.read_csv(root / "cost.csv")["graph_signature"]) == {graph_signature(tiny_onnx)}
+    assert fill_cost_signatures(root, graph_signature) == 0  # nothing left to fill
+    out = measure_results(root, [get_target("cpu-ort-fp32")], resolutions={"720p30": (1280, 720)}, n=2, warmup=1,
+                          peak_memory=False, per_graph=1)
+    lat = pd.read_csv(out)
+    assert list(lat["variant"]) == ["a"]
+    assert count_timed_graphs([out]) == {(graph_signature(tiny_onnx), "cpu-ort-fp32"): 1}
+    pts, _ = target_points(load_tables([root]), get_target("cpu-ort-fp32"), Selection("live1", 10, "idcn-rgb"))
+    pts = pts.set_index("key")
+    assert pts.loc["b", "x"] == pytest.approx(lat["ms_median"].item()) and not pts.loc["b", "x_timed"]
+    assert list(pts.index[pts["on_front"]]) == ["b"]  # the same cost, better quality
+
+
+def test_cost_signatures_fall_back_to_the_timed_file(tmp_path: Path) -> None:
+    """Without the ONNX file (not committed off the front), a cost row takes its latency rows' signature."""
+    from compress.results import fill_cost_signatures
+
+    root = tmp_path / "r"
+    root.mkdir()
+    pd.DataFrame([{"variant": v, "resolution": "720p30", "onnx_path": f"{v}/model.onnx"} for v in ("a", "b")]).to_csv(
+        root / "cost.csv", index=False)
+    pd.DataFrame([{"variant": "a", "target": "t", "graph_signature": "g"}]).to_csv(root / "latency.csv", index=False)
+    assert fill_cost_signatures(root, lambda p: "never called") == 1
+    sig = pd.read_csv(root / "cost.csv").set_index("variant")["graph_signature"]
+    assert sig["a"] == "g" and pd.isna(sig["b"])
 
 
 # ---------------------------------------------------------------------------------------------

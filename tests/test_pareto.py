@@ -230,6 +230,32 @@ def test_latency_is_the_median_over_variants_with_one_graph(tmp_path: Path) -> N
     assert set(own.index[own["on_front"]]) == {"fast", "arcnn-p50", "arcnn"}
 
 
+def test_an_untimed_variant_takes_the_latency_of_its_graph(tmp_path: Path) -> None:
+    """cost.csv's graph_signature: a variant that was not timed itself gets the median of timed variants with
+    the same graph (per architecture), marked x_timed False; per variant it has no latency."""
+    res = make_results(tmp_path / "r", latency={("arcnn", "cpu-ort-fp32"): 900.0, ("arcnn-p50", "cpu-ort-fp32"): 400.0,
+                                               ("fast", "cpu-ort-fp32"): 100.0})
+    lat = pd.read_csv(res / "latency.csv")
+    lat["graph_signature"] = lat["variant"].map({"arcnn": "g1", "arcnn-p50": "g2", "fast": "g3"})
+    lat.to_csv(res / "latency.csv", index=False)
+    cost = pd.read_csv(res / "cost.csv")
+    # slow shares arcnn-p50's graph (another seed, or the same prune ranked by another criterion), never timed
+    cost["graph_signature"] = cost["variant"].map({"arcnn": "g1", "arcnn-p50": "g2", "slow": "g2", "fast": "g3"})
+    cost.to_csv(res / "cost.csv", index=False)
+    pts = _points(res, "cpu-ort-fp32")
+    assert pts.loc["slow", "x"] == pytest.approx(400.0) and pts.loc["slow", "x_n"] == 1
+    assert not pts.loc["slow", "x_timed"] and pts.loc["arcnn-p50", "x_timed"]
+    assert pts.loc["slow", "eligible"] and not pts.loc["slow", "on_front"]  # same cost, lower quality
+    assert not np.isfinite(pts.loc["tiny-w4", "x"])  # no signature, no measurement
+    own = _points(res, "cpu-ort-fp32", latency_per="variant")
+    assert not np.isfinite(own.loc["slow", "x"])
+    # a tracked signature on the timed row wins over cost.csv's (it names the file that was timed)
+    from compress.pareto import latency_at
+
+    lk = latency_at(load_tables([res]), "cpu-ort-fp32", "720p30")
+    assert lk.ms["arcnn"] == 900.0 and bool(lk.measured["arcnn"]) and not bool(lk.measured["slow"])
+
+
 def test_labels_name_the_recipe_when_points_come_from_several(tmp_path: Path) -> None:
     a = make_results(tmp_path / "study-a", {"seed0-1234abcd": VARIANTS["arcnn"]})
     b = make_results(tmp_path / "study-b", {"seed0-9876fedc": VARIANTS["fast"]})

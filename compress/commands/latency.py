@@ -19,6 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    "target that runs it, upserted into each folder's latency.csv")
     p.add_argument("--skip-done", action="store_true",
                    help="--results: skip variant x target pairs already timed for the same ONNX file")
+    p.add_argument("--per-graph", type=int, metavar="K",
+                   help="--results: time at most K variants of each graph structure per target, counted over all "
+                   "the folders given; the others take the median of theirs on fronts (weights do not change a "
+                   "graph's cost)")
     p.add_argument("--variant", action="append", help="variant name per model, in order (default: file stem)")
     p.add_argument("--target", action="append", metavar="T",
                    help="target name or YAML file; repeat for several (default: every measured shipped target)")
@@ -51,11 +55,17 @@ def run(args: argparse.Namespace) -> int:
     if args.results:
         if args.onnx or args.bench:
             raise CompressError("--results measures the folders' own ONNX files: give no ONNX file and no --bench")
-        from compress.deploy import measure_results
+        from compress.deploy import count_timed_graphs, graph_signature, measure_results
+        from compress.results import fill_cost_signatures
 
         for folder in args.results:
+            fill_cost_signatures(folder, graph_signature)
+        counts = count_timed_graphs([Path(f) / "latency.csv" for f in args.results]) \
+            if args.per_graph is not None else None
+        for folder in args.results:
             out = measure_results(folder, targets, resolutions=res_map, n=args.n, warmup=args.warmup,
-                                  peak_memory=not args.no_memory, skip_done=args.skip_done)
+                                  peak_memory=not args.no_memory, skip_done=args.skip_done,
+                                  per_graph=args.per_graph, graph_counts=counts)
             print(f"wrote {out}")
         return 0
     if not args.onnx:
