@@ -90,15 +90,32 @@ def run_variants(variants: Sequence[Variant], opts: RunOptions, out: Out = print
 
 @EXECUTORS.register("sequential")
 def run_sequential(variants: Sequence[Variant], opts: RunOptions, out: Out = print) -> list[VariantOutcome]:
-    """One variant after another in this process; the first failure stops the run."""
+    """One variant after another in this process.
+
+    A variant that fails with a :class:`CompressError` (a diverged fine-tune, an export check) is reported
+    and the sweep goes on; the run then raises one error naming the failed variants (running the same
+    command again runs only those). Any other exception is a bug and stops the run with its traceback.
+    """
     from compress.run import describe, run_variant
 
     outcomes = []
+    failed: list[tuple[Variant, CompressError]] = []
     for i, v in enumerate(variants, 1):
         out(f"[{i}/{len(variants)}] {v.recipe.name}/{v.id}: {describe(v)}")
-        o = run_variant(v, opts, out)
+        try:
+            o = run_variant(v, opts, out)
+        except CompressError as exc:
+            out(f"  failed: {exc}")
+            failed.append((v, exc))
+            continue
         out(_status_line(o))
         outcomes.append(o)
+    if len(failed) == 1 and len(variants) == 1:
+        raise failed[0][1]
+    if failed:
+        names = "; ".join(f"{v.recipe.name}/{v.id}: {e}" for v, e in failed)
+        raise CompressError(f"{len(failed)} of {len(variants)} variant(s) failed (the others are recorded; running "
+                            f"the same command again runs only these): {names}")
     return outcomes
 
 

@@ -335,7 +335,7 @@ def run_recipes(
 
     Raises:
         RecipeError: any recipe is invalid (nothing has run).
-        CompressError: a variant failed (sequential: the variants before it are recorded; local, ray: all others).
+        CompressError: a variant failed (the other variants still run and are recorded).
     """
     opts = options or RunOptions()
     files = load_recipes(paths, check_files=not dry_run)

@@ -130,6 +130,29 @@ def test_local_pool_survives_a_dying_worker(recipe: Path, tmp_path: Path, monkey
     assert any(line.startswith("a worker process died; running") for line in lines)
 
 
+def test_sequential_sweep_goes_on_past_a_failed_variant(recipe: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """One variant's CompressError (an export check, a diverged fine-tune) does not stop the others."""
+    import compress.run as run_mod
+    from compress.recipe.expand import load_recipe
+    from compress.run import VariantOutcome
+
+    def fake(variant: Any, opts: Any, out: Any) -> Any:
+        if variant.name == "ratio0.4":
+            raise CompressError("model.onnx: onnxruntime differs from torch")
+        return VariantOutcome(variant.recipe.name, variant.id, "ran", tmp_path)
+
+    monkeypatch.setattr(run_mod, "run_variant", fake)
+    variants = load_recipe(recipe, check_files=False).variants
+    lines: list[str] = []
+    with pytest.raises(CompressError) as err:
+        run_variants(variants, RunOptions(results_dir=tmp_path / "r"), lines.append)
+    msg = str(err.value)
+    assert msg.startswith("1 of 4 variant(s) failed") and "ratio0.4" in msg and "differs from torch" in msg
+    assert sum(line.startswith("[") for line in lines) == 4  # every variant was tried
+    assert any("failed: model.onnx" in line for line in lines)
+
+
 def test_threads_are_split_fairly_and_options_checked() -> None:
     assert threads_per_worker(2, cores=2) == 1
     assert threads_per_worker(3, cores=8) == 2
