@@ -487,12 +487,15 @@ def results_readme() -> str:
         "",
         *_column_table(DEPLOYED_COLUMNS),
         "",
-        "## pareto/<dataset>-q<quality>-<protocol>/",
+        "## fronts/<dataset>-q<quality>-<protocol>/ (and any `compress pareto --out` folder)",
         "",
         "Written by `compress pareto` / `compress main` (module `compress.pareto`) from the tables above only:",
         "",
-        "- `points.csv`: every variant per target with its cost and quality, `eligible` (fits the target's "
-        "precisions and budgets), the `reason` when not, and `on_front`.",
+        "- `points.csv`: every variant per target with its cost `x` and quality `y`, `eligible` (fits the target's "
+        "precisions and budgets), the `reason` when not, and `on_front`; `y_from` says whether `y` is the torch "
+        "score or the target runtime's (deployed.csv); on a latency axis `x_n` counts the measured variants whose "
+        "median `x` is (variants of one graph structure share it) and `x_timed` is false for a variant that was "
+        "not timed itself and takes its graph's median.",
         "- `front.csv`: the non-dominated eligible variants per target (quality up, cost down).",
         "- `front-<target>.png` / `.svg`: the front (log cost axis, every variant labelled, published reference "
         "points drawn apart as 'published, not re-measured').",
