@@ -976,7 +976,7 @@ def measure_results(
     With ``per_graph`` K, a target times at most K variants of one graph structure (``graph_signature``):
     the others take the median of those measurements on fronts (:func:`compress.pareto.latency_at`).
     ``graph_counts`` maps (signature, target) to the variants already timed (default: this folder's
-    ``latency.csv``); pass one dict to several calls to share it across folders (:func:`graph_counts`).
+    ``latency.csv``); pass one dict to several calls to share it across folders (:func:`count_timed_graphs`).
 
     Variants and their ONNX files come from ``cost.csv`` (column ``onnx_column``, relative to the folder
     or absolute); a target runs a variant when its precisions fit the variant's ``weight_bits`` /
