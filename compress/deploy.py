@@ -52,7 +52,7 @@ from compress.targets import Precision, Runtime, Target
 
 F32 = NDArray[np.float32]
 MIB = 1024.0**2
-LATENCY_KEY = ("variant", "target", "resolution")
+LATENCY_KEY = ("variant", "target", "resolution", "cpu")  # one row per machine
 
 #: ONNX operators that make a graph an integer (QDQ or QOperator) model.
 INT8_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger", "MatMulInteger"})
@@ -575,15 +575,46 @@ def _standard_resolutions() -> dict[str, tuple[int, int]]:
     return dict(RESOLUTIONS)
 
 
-def cpu_name() -> str:
-    """The CPU model name (``/proc/cpuinfo``), or the platform's processor string."""
+def _cpuinfo() -> tuple[str, set[str]]:
+    """The first processor's model name and flags in ``/proc/cpuinfo`` (empty where there is none)."""
+    model, flags = "", set[str]()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            if line.startswith("model name") and not model:
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+            if model and flags:
+                break
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return model, flags
+
+
+def cpu_isa(flags: set[str] | None = None) -> str:
+    """The vector extensions that decide this CPU's kernel speed, e.g. ``avx512+vnni+bf16`` or ``avx2``.
+
+    Two machines with one model name (cloud CPUs read "AMD EPYC" whatever their generation) can differ by
+    5x in INT8 and bf16 speed: ``vnni`` (INT8 dot products), ``bf16`` (AVX-512 BF16) and ``amx`` (tile
+    matrix units) say which fast paths OpenVINO, onnxruntime and oneDNN can take. Empty where the flags
+    cannot be read (not Linux / x86).
+    """
+    f = _cpuinfo()[1] if flags is None else flags
+    if not f:
+        return ""
+    base = "avx512" if "avx512f" in f else "avx2" if "avx2" in f else "avx" if "avx" in f else "sse"
+    extra = [tag for tag, names in (("vnni", ("avx512_vnni", "avx_vnni")), ("bf16", ("avx512_bf16",)),
+                                    ("amx", ("amx_tile",))) if any(n in f for n in names)]
+    return "+".join([base, *extra])
+
+
+def cpu_name() -> str:
+    """The machine that timed a row: the CPU model name and its :func:`cpu_isa` in brackets, e.g.
+    ``AMD EPYC [avx512+vnni+bf16]`` (latency and deployed rows are kept apart per machine)."""
+    model, flags = _cpuinfo()
+    model = model or platform.processor() or platform.machine()
+    isa = cpu_isa(flags)
+    return f"{model} [{isa}]" if isa else model
 
 
 @contextlib.contextmanager
@@ -787,6 +818,9 @@ def write_latency(records: Sequence[LatencyRecord] | Any, path: str | Path) -> P
     p.parent.mkdir(parents=True, exist_ok=True)
     if p.is_file():
         old = pd.read_csv(p)
+        for col in LATENCY_KEY:  # a table from before the column existed
+            if col not in old.columns:
+                old[col] = ""
         keys = set(map(tuple, new[list(LATENCY_KEY)].astype(str).to_numpy()))
         keep = ~old[list(LATENCY_KEY)].astype(str).apply(tuple, axis=1).isin(keys)
         new = pd.concat([old[keep], new], ignore_index=True) if keep.any() else new
@@ -999,6 +1033,7 @@ def measure_results(
     done: set[tuple[str, str, str, str]] = set()
     if skip_done and out.is_file():
         old = pd.read_csv(out)
+        old = old[old["cpu"].astype(str) == cpu_name()] if "cpu" in old.columns else old.iloc[:0]
         done = {(str(v), str(t), str(r), str(h)) for v, t, r, h in
                 old[["variant", "target", "resolution", "onnx_sha256"]].itertuples(index=False)}
     wanted = list((resolutions or _standard_resolutions()).keys())
@@ -1025,18 +1060,21 @@ def measure_results(
     return out
 
 
-def count_timed_graphs(latency_csvs: Sequence[str | Path]) -> dict[tuple[str, str], int]:
-    """How many variants of each (graph_signature, target) these ``latency.csv`` files have timed."""
+def count_timed_graphs(latency_csvs: Sequence[str | Path], cpu: str | None = None) -> dict[tuple[str, str], int]:
+    """How many variants of each (graph_signature, target) these ``latency.csv`` files have timed on the
+    machine ``cpu`` (default: this one, :func:`cpu_name`); timings of other machines do not count."""
     import pandas as pd
 
+    machine = cpu_name() if cpu is None else cpu
     seen: dict[tuple[str, str], set[str]] = {}
     for path in latency_csvs:
         p = Path(path)
         if not p.is_file():
             continue
         df = pd.read_csv(p)
-        if "graph_signature" not in df.columns:
+        if "graph_signature" not in df.columns or "cpu" not in df.columns:
             continue
+        df = df[df["cpu"].astype(str) == machine]
         for v, t, g in df[["variant", "target", "graph_signature"]].itertuples(index=False):
             if isinstance(g, str) and g:
                 seen.setdefault((g, str(t)), set()).add(f"{p.parent}/{v}")

@@ -78,13 +78,14 @@ def score_results(
         if not len(cost):
             raise CompressError(f"{root}: no variant named {', '.join(sorted(wanted))}")
     out = root / DEPLOYED_FILE
+    cpu = cpu_name()
     done: set[tuple[str, ...]] = set()
     if skip_done and out.is_file():
         old = pd.read_csv(out)
+        old = old[old["cpu"].astype(str) == cpu] if "cpu" in old.columns else old.iloc[:0]  # this machine's
         done = {tuple(map(str, r)) for r in old[["variant", "target", "dataset", "quality", "protocol",
                                                  "onnx_sha256"]].itertuples(index=False)}
     torch_psnr = _torch_scores(root, dataset, quality, protocol)
-    cpu = cpu_name()
     for row in cost.itertuples(index=False):
         variant = str(row.variant)
         onnx = Path(str(row.onnx_path))

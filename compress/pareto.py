@@ -141,6 +141,8 @@ class Tables:
     cost: pd.DataFrame
     latency: pd.DataFrame
     deployed: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["key", "variant", "target"]))
+    machine: str = ""
+    """the machine whose ``latency.csv`` / ``deployed.csv`` rows these are (``cpu`` column); empty: all rows"""
 
     def selections(self) -> list[Selection]:
         """Every dataset x quality x protocol in the quality table."""
@@ -163,13 +165,46 @@ def _read(path: Path, required: Sequence[str]) -> pd.DataFrame:
     return df
 
 
-def load_tables(results: Sequence[str | Path]) -> Tables:
+LATEST_MACHINE = "latest"
+ALL_MACHINES = "all"
+
+
+def machines(latency: pd.DataFrame) -> list[str]:
+    """The machines (``cpu`` column) with latency rows, the most recently measured last."""
+    if not len(latency) or "cpu" not in latency.columns:
+        return []
+    when = pd.to_datetime(latency.get("timestamp", pd.Series(pd.NaT, index=latency.index)), utc=True,
+                          errors="coerce", format="ISO8601")
+    last = pd.DataFrame({"cpu": latency["cpu"].astype(str), "when": when}).groupby("cpu")["when"].max()
+    return list(last.sort_values(kind="stable").index)
+
+
+def _pick_machine(latency: pd.DataFrame, machine: str | None) -> str:
+    """Resolve ``machine``: ``latest`` (default) = the machine that timed most recently, ``all`` = no filter."""
+    known = machines(latency)
+    if machine in (None, LATEST_MACHINE):
+        return known[-1] if known else ""
+    if machine == ALL_MACHINES:
+        return ""
+    if machine not in known:
+        raise DataError(f"no latency rows measured on {machine!r}; machines: {', '.join(known) or 'none'} "
+                        f"(or {LATEST_MACHINE!r}, {ALL_MACHINES!r})")
+    return str(machine)
+
+
+def load_tables(results: Sequence[str | Path], machine: str | None = None) -> Tables:
     """Read ``quality.csv``, ``cost.csv`` and (if present) ``latency.csv`` of each results folder.
 
     A variant name is made unique across folders as ``<folder>/<variant>`` when two folders share it.
 
+    ``machine`` keeps the ``latency.csv`` and ``deployed.csv`` rows of one machine (their ``cpu`` column:
+    the processor and its vector extensions), since a latency or an INT8 score measured on one CPU says
+    little about another: ``latest`` (default) is the machine that timed most recently, ``all`` keeps
+    every row (the medians then mix machines), any other value one ``cpu`` exactly.
+
     Raises:
-        DataError: a folder without the two required tables, or a table missing a required column.
+        DataError: a folder without the two required tables, a table missing a required column, or a
+            ``machine`` that timed nothing here.
     """
     qs, cs, ls, ds = [], [], [], []
     for r in results:
@@ -202,7 +237,12 @@ def load_tables(results: Sequence[str | Path]) -> Tables:
         else:
             df["key"] = pd.Series(dtype=str)
     quality["quality"] = quality["quality"].astype(int)
-    return Tables(quality, cost, latency, deployed)
+    picked = _pick_machine(latency, machine)
+    if picked:
+        latency = latency[latency["cpu"].astype(str) == picked].reset_index(drop=True)
+        if len(deployed) and "cpu" in deployed.columns:
+            deployed = deployed[deployed["cpu"].astype(str) == picked].reset_index(drop=True)
+    return Tables(quality, cost, latency, deployed, machine=picked)
 
 
 def published_points() -> pd.DataFrame:
@@ -592,7 +632,7 @@ def _budget_x(target: Target, axis: Axis) -> float | None:
 
 
 def plot_front(points: pd.DataFrame, refs: pd.DataFrame, *, target: Target, axis: Axis, y: str,
-               selection: Selection) -> Figure:
+               selection: Selection, machine: str = "") -> Figure:
     """A matplotlib figure (Agg canvas, no display): every variant labelled, the front as a step line."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -636,6 +676,8 @@ def plot_front(points: pd.DataFrame, refs: pd.DataFrame, *, target: Target, axis
         note = "\n(variants with the same graph share the median of their measurements; some were not timed themselves)"
     elif axis.cost is CostAxis.latency_ms and shared:
         note = "\n(variants with the same graph share the median of their measurements)"
+    if axis.cost is CostAxis.latency_ms and machine:
+        note = f"\non {machine}" + note
     ax.set_xlabel(axis.label() + note)
     ax.set_ylabel(f"{y} (dB)" if "psnr" in y else y)
     ax.set_title(f"{target.label()}: {selection.label()}", fontsize=10)
@@ -749,16 +791,18 @@ def write_fronts(
         refs = reference_points(selection, axis, yq)
         panels.append((t, axis, pts, refs))
         meta = {"target": t.name, "illustrative": t.illustrative, "cost_axis": axis.cost.value,
+                "machine": tables.machine if axis.cost is CostAxis.latency_ms else "",
                 "resolution": axis.resolution or "", "quality_axis": yq.value, "dataset": selection.dataset,
                 "quality": selection.quality, "protocol": selection.protocol}
         tables_out.append(pts.assign(**meta))
-        fig = plot_front(pts, refs, target=t, axis=axis, y=yq.value, selection=selection)
+        fig = plot_front(pts, refs, target=t, axis=axis, y=yq.value, selection=selection, machine=tables.machine)
         for ext in ("png", "svg"):
             p = out / f"front-{t.name}.{ext}"
             fig.savefig(p)
             written.append(p)
     allpts = pd.concat(tables_out, ignore_index=True)
-    lead = ["target", "illustrative", "dataset", "quality", "protocol", "cost_axis", "resolution", "quality_axis"]
+    lead = ["target", "illustrative", "machine", "dataset", "quality", "protocol", "cost_axis", "resolution",
+            "quality_axis"]
     allpts = allpts[lead + [c for c in allpts.columns if c not in lead]]
     front = allpts[allpts["on_front"]].drop(columns=["on_front", "eligible", "reason"])
     for name, df in (("front.csv", front), ("points.csv", allpts)):
@@ -775,8 +819,11 @@ def export_fronts(
     results_dir: str | Path | Sequence[str | Path], targets: Iterable[Target | str] | None, out_dir: str | Path, *,
     y: QualityAxis | str = QualityAxis.psnr, resolution: str = Resolution.p720.value,
     quality_from: QualityFrom | str = QualityFrom.deployed, latency_per: LatencyPer | str = LatencyPer.architecture,
+    machine: str | None = None,
 ) -> list[Path]:
     """Fronts for every target (default: all shipped) and every dataset x quality x protocol of the results.
+
+    ``machine``: whose latency and deployed rows (see :func:`load_tables`; default the latest).
 
     Writes ``<out_dir>/<dataset>-q<quality>-<protocol>/`` per selection (see :func:`write_fronts`), with
     the per-target ``auto`` x axis (measured latency where measured, else true TFLOPS).
@@ -785,7 +832,7 @@ def export_fronts(
         Every file written.
     """
     dirs = [results_dir] if isinstance(results_dir, str | Path) else list(results_dir)
-    tables = load_tables(dirs)
+    tables = load_tables(dirs, machine)
     ts = get_targets(None) if targets is None else [t if isinstance(t, Target) else get_target(t) for t in targets]
     written: list[Path] = []
     for sel in tables.selections():

@@ -120,7 +120,8 @@ LATENCY_COLUMNS: dict[str, str] = {  # written by compress.deploy (LatencyRecord
     "onnx_path": "the ONNX file timed",
     "onnx_sha256": "its SHA-256",
     "runtime_version": "onnxruntime / openvino version",
-    "cpu": "processor model",
+    "cpu": "the machine: processor model and its vector extensions in brackets (compress.deploy.cpu_isa, e.g. "
+    "`AMD EPYC [avx512+vnni+bf16]`); part of the key, so timings of two machines never mix",
     "timestamp": "when it was measured (UTC)",
     "graph_signature": "SHA-256 of the graph's structure without names or weight values (compress.deploy."
     "graph_signature): variants sharing it cost the same, and fronts use the median of their latencies",
@@ -147,12 +148,12 @@ DEPLOYED_COLUMNS: dict[str, str] = {  # written by compress.deployed
     "onnx_path": "the ONNX file scored, relative to results/<recipe>/",
     "onnx_sha256": "its SHA-256",
     "runtime_version": "onnxruntime / openvino version",
-    "cpu": "processor model (INT8 kernels differ between CPUs: VNNI or not)",
+    "cpu": "the machine, as in latency.csv (INT8 kernels differ between CPUs: VNNI or not); part of the key",
     "timestamp": "when it was scored (UTC)",
 }
 
 QUALITY_KEY = ("variant", "dataset", "quality", "protocol")
-DEPLOYED_KEY = ("variant", "target", "dataset", "quality", "protocol")
+DEPLOYED_KEY = ("variant", "target", "dataset", "quality", "protocol", "cpu")  # one row per machine
 DEPLOYED_FILE = "deployed.csv"
 COST_KEY = ("variant", "resolution")
 
@@ -474,7 +475,9 @@ def results_readme() -> str:
         "## latency.csv",
         "",
         "Written by `compress latency` / `compress main` (module `compress.deploy`): one row per variant x target "
-        "x resolution, measured one at a time with fixed threads; key `variant, target, resolution`.",
+        "x resolution x machine, measured one at a time with fixed threads; key `variant, target, resolution, cpu`. "
+        "Rows of another machine are kept beside this one's (timing again on a new CPU adds rows); fronts and the "
+        "speed goal use one machine's rows (`--machine`, default the one that timed most recently).",
         "",
         *_column_table(LATENCY_COLUMNS),
         "",
@@ -491,7 +494,8 @@ def results_readme() -> str:
         "",
         "Written by `compress pareto` / `compress main` (module `compress.pareto`) from the tables above only:",
         "",
-        "- `points.csv`: every variant per target with its cost `x` and quality `y`, `eligible` (fits the target's "
+        "- `points.csv`: every variant per target with its cost `x` and quality `y`, `machine` (whose latency and "
+        "deployed rows, on a latency axis), `eligible` (fits the target's "
         "precisions and budgets), the `reason` when not, and `on_front`; `y_from` says whether `y` is the torch "
         "score or the target runtime's (deployed.csv); on a latency axis `x_n` counts the measured variants whose "
         "median `x` is (variants of one graph structure share it) and `x_timed` is false for a variant that was "

@@ -40,7 +40,7 @@ class Goal:
     budget_ms: float = REAL_TIME_MS
 
 
-def speed_goal(results: Sequence[str | Path], goal: Goal = Goal()) -> pd.DataFrame:
+def speed_goal(results: Sequence[str | Path], goal: Goal = Goal(), machine: str | None = None) -> pd.DataFrame:
     """One row per target x resolution that has latency rows: the answer to the speed goal there.
 
     Columns: ``target``, ``resolution``, ``floor_psnr`` (JPEG + gain), ``variant`` / ``psnr`` / ``ms``
@@ -51,12 +51,13 @@ def speed_goal(results: Sequence[str | Path], goal: Goal = Goal()) -> pd.DataFra
     fastest variant) and ``gmac_in_budget`` (the GMACs per frame that rate fits in the budget: how small a
     model would have to be), ``n_timed`` (variants timed themselves), ``n_with_latency`` (those plus the
     untimed variants that share a timed graph and take its median), ``n_deployed`` (how many of those have
-    a runtime score) and the goal's settings.
+    a runtime score), ``machine`` (whose latency and deployed rows: see :func:`compress.pareto.load_tables`,
+    default the machine that timed most recently) and the goal's settings.
 
     Raises:
         DataError: no quality rows for the goal's selection, or no latency rows at all.
     """
-    t = load_tables(results)
+    t = load_tables(results, machine)
     q = t.quality
     q = q[(q["dataset"] == goal.dataset) & (q["quality"] == goal.quality) & (q["protocol"] == goal.protocol)]
     if not len(q):
@@ -108,7 +109,7 @@ def speed_goal(results: Sequence[str | Path], goal: Goal = Goal()) -> pd.DataFra
             "short_db": 0.0 if pick is not None else round(floor - float(best["psnr"]), 4),
             "fastest_gmac_per_s": gmacs_s, "gmac_in_budget": gmacs_s * goal.budget_ms / 1e3,
             "n_timed": int(timed["key"].map(lk.measured).sum()), "n_with_latency": len(timed),
-            "n_deployed": int(timed["key"].isin(dep.index).sum()),
+            "n_deployed": int(timed["key"].isin(dep.index).sum()), "machine": t.machine,
             **{f"goal_{k}": v for k, v in asdict(goal).items()},
         })
     return pd.DataFrame(rows)
@@ -122,6 +123,8 @@ def to_markdown(table: pd.DataFrame) -> str:
     lines = [
         f"Goal: fastest variant with {g['goal_dataset']} q{g['goal_quality']} ({g['goal_protocol']}) PSNR >= "
         f"{g['floor_psnr']:.2f} dB (JPEG + {g['goal_min_gain_db']:.1f}) within {g['goal_budget_ms']:.1f} ms/frame.",
+        "",
+        f"Latency measured on: {g.get('machine', '') or 'every machine in the tables'}.",
         "",
         "| target | resolution | qualifying variant | PSNR | ms | met | fastest variant | its PSNR | ms | "
         "best PSNR (ms) | short by (dB) | GMAC/s on the fastest | GMAC/frame in budget |",
@@ -139,9 +142,10 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_speed_goal(results: Sequence[str | Path], out_dir: str | Path, goal: Goal = Goal()) -> list[Path]:
+def write_speed_goal(results: Sequence[str | Path], out_dir: str | Path, goal: Goal = Goal(),
+                     machine: str | None = None) -> list[Path]:
     """Write ``speed_goal.csv`` and ``speed_goal.md`` into ``out_dir``; return both paths."""
-    table = speed_goal(results, goal)
+    table = speed_goal(results, goal, machine)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv, md = out / "speed_goal.csv", out / "speed_goal.md"

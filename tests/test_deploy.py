@@ -176,13 +176,13 @@ def test_measure_refuses_what_a_target_cannot_run(tiny_onnx: Path, tmp_path: Pat
         measure_latency(tmp_path / "missing.onnx", get_target("cpu-ort-fp32"))
 
 
-def _record(variant: str, target: str, ms: float) -> LatencyRecord:
+def _record(variant: str, target: str, ms: float, cpu: str = "cpu") -> LatencyRecord:
     return LatencyRecord(
         variant=variant, target=target, runtime="onnxruntime", resolution="720p30", width=1280, height=720,
         precision="fp32", precision_effective="fp32", quantized_by="", fusion="", threads=2, n=5, warmup=1,
         ms_median=ms, ms_p90=ms, ms_min=ms, ms_max=ms, load_avg=1.0, load_avg_end=1.0, peak_rss_mb=None,
         rss_hwm_mb=None, analytic_peak_mb=None, onnx_path="m.onnx", onnx_sha256="0" * 64, runtime_version="1",
-        cpu="cpu", timestamp="now",
+        cpu=cpu, timestamp="now",
     )
 
 
@@ -194,6 +194,39 @@ def test_write_latency_upserts(tmp_path: Path) -> None:
     assert len(df) == 3 and df.loc[("a", "cpu-ort-fp32"), "ms_median"] == 12.0
     assert list(pd.read_csv(out).columns) == LatencyRecord.columns()
     assert list(records_frame([]).columns) == LatencyRecord.columns()
+
+
+def test_write_latency_keeps_each_machines_rows(tmp_path: Path) -> None:
+    out = tmp_path / "latency.csv"
+    write_latency([_record("a", "cpu-ort-fp32", 900.0, "AMD EPYC [avx2]")], out)
+    write_latency([_record("a", "cpu-ort-fp32", 300.0, "AMD EPYC [avx512+vnni+bf16]")], out)
+    write_latency([_record("a", "cpu-ort-fp32", 310.0, "AMD EPYC [avx512+vnni+bf16]")], out)
+    df = pd.read_csv(out).set_index("cpu")
+    assert df["ms_median"].to_dict() == {"AMD EPYC [avx2]": 900.0, "AMD EPYC [avx512+vnni+bf16]": 310.0}
+
+
+def test_another_machines_timings_are_not_skipped_or_counted(tiny_onnx: Path, tmp_path: Path) -> None:
+    """Resuming (skip_done) and --per-graph look at this machine's rows only: a table timed elsewhere is
+    timed again here, beside the old rows."""
+    from compress.deploy import count_timed_graphs, cpu_name, measure_results
+
+    root = tmp_path / "demo"
+    root.mkdir()
+    base = {"resolution": "720p30", "params": 435, "tflops": 0.01, "tflops_true": 0.01, "memory_mb": 30.0,
+            "peak_activation_mb": 20.0, "model_bytes": tiny_onnx.stat().st_size, "onnx_path": str(tiny_onnx),
+            "weight_bits": 32, "act_bits": 32}
+    pd.DataFrame([{"variant": "tiny", **base}]).to_csv(root / "cost.csv", index=False)
+    res = {"720p30": (1280, 720)}
+    out = measure_results(root, [get_target("cpu-ort-fp32")], resolutions=res, n=2, warmup=1, peak_memory=False)
+    lat = pd.read_csv(out)
+    assert lat["cpu"].tolist() == [cpu_name()]
+    lat["cpu"] = "Elsewhere CPU [avx2]"
+    lat.to_csv(out, index=False)
+    assert count_timed_graphs([out]) == {}
+    assert len(count_timed_graphs([out], cpu="Elsewhere CPU [avx2]")) == 1
+    measure_results(root, [get_target("cpu-ort-fp32")], resolutions=res, n=2, warmup=1, peak_memory=False,
+                    skip_done=True, per_graph=1)
+    assert sorted(pd.read_csv(out)["cpu"]) == sorted(["Elsewhere CPU [avx2]", cpu_name()])
 
 
 def test_matmul_peak_is_positive() -> None:

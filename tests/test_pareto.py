@@ -385,3 +385,59 @@ def test_html_renders_in_headless_chromium(results: Path, tmp_path: Path) -> Non
     shot = tmp_path / "shot.png"
     subprocess.run([browser, *flags, f"--screenshot={shot}", page], check=True, capture_output=True, timeout=120)
     assert shot.is_file() and shot.stat().st_size > 10_000
+
+
+# ---------------------------------------------------------------------------------------------
+# one machine's measurements at a time
+
+
+def test_fronts_use_one_machines_latency_and_deployed_rows(tmp_path: Path) -> None:
+    res = make_results(tmp_path / "demo")
+    old, new = "AMD EPYC [avx2]", "AMD EPYC [avx512+vnni+bf16]"
+    rows = []
+    for v, ms_old, ms_new in (("arcnn", 900.0, 300.0), ("fast", 250.0, 60.0), ("arcnn-p50", 400.0, np.nan)):
+        common = {"variant": v, "target": "cpu-ort-fp32", "resolution": "720p30", "runtime": "onnxruntime",
+                  "precision": "fp32", "n": 5, "threads": 2, "load_avg": 1.0}
+        rows.append({**common, "ms_median": ms_old, "cpu": old, "timestamp": "2026-12-01T19:00:00+0000"})
+        if np.isfinite(ms_new):
+            rows.append({**common, "ms_median": ms_new, "cpu": new, "timestamp": "2026-12-02T09:00:00+0000"})
+    pd.DataFrame(rows).to_csv(res / "latency.csv", index=False)
+    pd.DataFrame([
+        {"variant": "fast", "target": "cpu-ort-fp32", "dataset": "live1", "quality": 10, "protocol": "idcn-rgb",
+         "psnr": 26.5, "runtime": "onnxruntime", "precision": "fp32", "cpu": old},
+        {"variant": "fast", "target": "cpu-ort-fp32", "dataset": "live1", "quality": 10, "protocol": "idcn-rgb",
+         "psnr": 26.79, "runtime": "onnxruntime", "precision": "fp32", "cpu": new},
+    ]).to_csv(res / "deployed.csv", index=False)
+
+    latest = load_tables([res])  # default: the machine that timed most recently
+    assert latest.machine == new
+    pts, axis = target_points(latest, get_target("cpu-ort-fp32"), SEL)
+    pts = pts.set_index("variant")
+    assert axis.cost is CostAxis.latency_ms
+    assert pts.loc["arcnn", "x"] == 300.0 and pts.loc["fast", "x"] == 60.0
+    assert not np.isfinite(pts.loc["arcnn-p50", "x"])  # timed on the old machine only: not on this one's front
+    assert pts.loc["fast", "y"] == pytest.approx(26.79)  # the deployed score of the same machine
+
+    before = load_tables([res], machine=old)
+    p_old, _ = target_points(before, get_target("cpu-ort-fp32"), SEL)
+    p_old = p_old.set_index("variant")
+    assert p_old.loc["arcnn-p50", "x"] == 400.0 and p_old.loc["fast", "y"] == pytest.approx(26.5)
+    assert len(load_tables([res], machine="all").latency) == 5
+    with pytest.raises(DataError, match="avx2"):
+        load_tables([res], machine="Intel Xeon [amx]")
+
+    out = tmp_path / "fronts"
+    write_fronts(latest, [get_target("cpu-ort-fp32")], SEL, out)
+    front = pd.read_csv(out / "points.csv")
+    assert set(front["machine"]) == {new}
+
+
+def test_cpu_isa_from_flags() -> None:
+    from compress.deploy import cpu_isa
+
+    assert cpu_isa({"fpu", "avx", "avx2", "fma"}) == "avx2"
+    assert cpu_isa({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}) == "avx512+vnni+bf16"
+    assert cpu_isa({"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16"}) == \
+        "avx512+vnni+bf16+amx"
+    assert cpu_isa({"avx2", "avx_vnni"}) == "avx2+vnni"
+    assert cpu_isa(set()) == ""

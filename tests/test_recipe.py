@@ -423,3 +423,20 @@ def test_keys_added_with_a_neutral_default_keep_earlier_hashes() -> None:
     assert vid(", keep_float: [last]") != base
     assert vid(", parent_l2: 1.0") != base
     assert vid(", overflow_fix: first_layer") != base  # changed behaviour: hashed
+
+
+def test_stage_precision_is_hash_neutral_at_fp32_and_refused_for_quantize(tmp_path: Path) -> None:
+    def vid(stage: str) -> str:
+        text = ("name: t\nstudent: {arch: arcnn}\ndata: {train: embedded, eval: [embedded]}\n"
+                f"stages:\n  - {stage}\n")
+        return parse_recipe(text, "t.yaml").variants[0].id
+
+    base = vid("{type: finetune}")
+    assert vid("{type: finetune, precision: fp32, channels_last: false}") == base  # as before the keys existed
+    assert vid("{type: finetune, precision: bf16}") != base
+    assert vid("{type: finetune, channels_last: true}") != base
+    p = tmp_path / "q.yaml"
+    p.write_text("name: t\nstudent: {arch: arcnn}\ndata: {train: embedded, eval: [embedded]}\n"
+                 "stages:\n  - {type: quantize, backend: nncf, precision: bf16}\n")
+    with pytest.raises(RecipeError, match=r"q\.yaml:5: stages\.0: precision: quantize trains in fp32"):
+        load_recipe(p, root=tmp_path)

@@ -272,3 +272,19 @@ def test_fp32_onnx_matches_torch_at_any_size(arch: str, tmp_path: Path) -> None:
     found = check_onnx(model, path, channels=3, sizes=((40, 24), (37, 29), (16, 16), (9, 7)))
     assert found["max_abs_diff"] < 1e-4
     assert onnx_session(path).get_inputs()[0].shape[2:] == ["height", "width"]
+
+
+def test_bf16_distillation_with_hints_trains_in_fp32_weights(tmp_path: Path, images: list[Any]) -> None:
+    """precision: bf16 runs student and teacher under autocast; adapters and losses stay fp32."""
+    recipe = recipe_of(
+        "fast_arcnn",
+        f"  - {{type: distill, teacher: rdn, steps: 2, lr: 1.0e-3, {TINY}, precision: bf16, channels_last: true, "
+        "hints: [{student: base.1, teacher: sfe2}]}",
+        teachers="teachers: {rdn: {arch: rdn_s}}\n",
+    )
+    model = fresh("fast_arcnn")
+    w0 = model.state_dict()["base.0.weight"].clone()
+    student, plans = run_stages(model, recipe, context(recipe, tmp_path, images))
+    assert plans[0]["plan"]["steps"] == 2
+    w = student.state_dict()["base.0.weight"]
+    assert w.dtype == torch.float32 and not torch.equal(w, w0) and torch.isfinite(w).all()

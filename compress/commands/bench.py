@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="speedgoal: results folders (default: every results/*/ with a latency.csv)")
     p.add_argument("--min-gain", type=float, default=1.0,
                    help="speedgoal: quality floor, dB over the JPEG input on LIVE1 q10 (default: %(default)s)")
+    p.add_argument("--machine", default=None, metavar="CPU",
+                   help="speedgoal: whose latencies (the cpu column of latency.csv; default: the machine that timed "
+                   "most recently; 'all' mixes machines)")
     p.add_argument("--ablation", nargs="+", default=list(ABLATIONS), metavar="FILE",
                    help="ablation: the ablation files (default: %(default)s)")
     p.add_argument("--threads", type=int, default=2,
@@ -103,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
             from compress.errors import DataError
 
             raise DataError("speedgoal: no results/*/latency.csv; measure latency first or pass --results")
-        csv, md = write_speed_goal(folders, out, Goal(min_gain_db=args.min_gain))
+        csv, md = write_speed_goal(folders, out, Goal(min_gain_db=args.min_gain), machine=args.machine)
         print(md.read_text(encoding="utf-8"), end="")
         print(csv)
     return 0

@@ -32,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--latency-per", default=LatencyPer.architecture.value, choices=[v.value for v in LatencyPer],
                    help="architecture (default): variants with the same graph structure share the median of their "
                    "latencies (seed noise does not pick the front); variant: each its own measurement")
+    p.add_argument("--machine", default=None, metavar="CPU",
+                   help="whose latency.csv / deployed.csv rows (their cpu column, e.g. 'AMD EPYC [avx512+vnni+bf16]'): "
+                   "default the machine that timed most recently; 'all' mixes machines")
     p.add_argument("--dataset", help="dataset of the quality rows (needed when the table has several)")
     p.add_argument("--quality", type=int, help="JPEG quality of the quality rows")
     p.add_argument("--protocol", help="evaluation protocol of the quality rows")
@@ -49,9 +52,9 @@ def run(args: argparse.Namespace) -> int:
     targets = get_targets(args.target)  # unknown names fail first, listing the valid ones
     if args.all:
         files = export_fronts(args.results, targets, args.out, y=args.y, resolution=args.resolution,
-                              quality_from=args.quality_from, latency_per=args.latency_per)
+                              quality_from=args.quality_from, latency_per=args.latency_per, machine=args.machine)
     else:
-        tables = load_tables(args.results)
+        tables = load_tables(args.results, args.machine)
         sel = resolve_selection(tables, args.dataset, args.quality, args.protocol)
         files = write_fronts(tables, targets, sel, args.out, x=args.x, y=args.y, resolution=args.resolution,
                              quality_from=args.quality_from, latency_per=args.latency_per)

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from compress.recipe.train_recipe import Color, Init, Loss, Strict
+from compress.recipe.train_recipe import Color, Init, Loss, Precision, Strict
 
 SCHEMA_VERSION = 1
 """The recipe format version this code reads (``schema_version``)."""
@@ -215,6 +215,11 @@ class TrainParams(StageBase):
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final learning rate / lr")
     grad_clip: float = Field(1.0, ge=0, description="gradient norm clip (0 = off)")
     seed: int = Field(123, description="seed of the patch sampler and of initialisations")
+    precision: Precision = Field(
+        Precision.fp32, description="fp32, or bf16 autocast for the forward passes (student and teacher); fast only "
+        "on CPUs with native bf16 (AVX-512 BF16, AMX) or a GPU; not for quantize (fake quantizers need fp32)",
+    )
+    channels_last: bool = Field(False, description="channels-last memory layout of the training batches")
 
 
 class PruneStage(StageBase):
@@ -306,6 +311,13 @@ class QuantizeStage(TrainParams):
         "against u8 x s8 saturation on CPUs without VNNI; on ARCNN first_layer costs 3 dB after calibration "
         "(measured), and onnxruntime on this AVX2 CPU matches torch without it",
     )
+
+    @model_validator(mode="after")
+    def _fp32_fake_quant(self) -> QuantizeStage:
+        if self.precision is not Precision.fp32:
+            raise ValueError("precision: quantize trains in fp32 (fake quantizers calibrate and round fp32 values); "
+                             "use bf16 in finetune / distill stages")
+        return self
 
 
 class ExportStage(StageBase):

@@ -265,6 +265,8 @@ def train_stage(
         threads=ctx.threads,
         seed=cfg.seed,
         augment=True,
+        precision=cfg.precision.value,
+        channels_last=cfg.channels_last,
         val_dataset="",
         ckpt_every=cfg.steps,  # one checkpoint, at the end: stages are short and re-run whole
     )

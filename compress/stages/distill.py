@@ -70,9 +70,12 @@ def distill_loss(
 ) -> Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
     """The stage's ``loss_fn(model, x, y, out)`` for :class:`compress.train.Trainer`."""
 
+    bf16 = cfg.precision.value == "bf16"
+
     def fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
             t_out = teacher(x)
+        t_out = t_out.float()
         out = out.float()
         loss = out.new_zeros(())
         for w, crit, target in (
@@ -82,8 +85,8 @@ def distill_loss(
             if w > 0:
                 loss = loss + w * crit(out, target)
         for hint, adapter in zip(cfg.hints, adapters, strict=True):
-            s = adapter(s_feats.out[hint.student])
-            t = t_feats.out[hint.teacher]
+            s = adapter(s_feats.out[hint.student].float())  # bf16 under autocast; the adapter trains in fp32
+            t = t_feats.out[hint.teacher].float()
             if t.shape[-2:] != s.shape[-2:]:
                 t = F.interpolate(t, size=s.shape[-2:], mode="area")
             loss = loss + hint.weight * _CRITERIA[hint.loss](s, t)
