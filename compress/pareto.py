@@ -170,7 +170,7 @@ ALL_MACHINES = "all"
 
 
 def machines(latency: pd.DataFrame) -> list[str]:
-    """The machines (``cpu`` column) with latency rows, the most recently measured last."""
+    """The machines (``cpu`` column) of a latency (or deployed) table, the most recently measured last."""
     if not len(latency) or "cpu" not in latency.columns:
         return []
     when = pd.to_datetime(latency.get("timestamp", pd.Series(pd.NaT, index=latency.index)), utc=True,
@@ -187,7 +187,7 @@ def _pick_machine(latency: pd.DataFrame, machine: str | None) -> str:
     if machine == ALL_MACHINES:
         return ""
     if machine not in known:
-        raise DataError(f"no latency rows measured on {machine!r}; machines: {', '.join(known) or 'none'} "
+        raise DataError(f"nothing was measured on {machine!r}; machines: {', '.join(known) or 'none'} "
                         f"(or {LATEST_MACHINE!r}, {ALL_MACHINES!r})")
     return str(machine)
 
@@ -237,9 +237,11 @@ def load_tables(results: Sequence[str | Path], machine: str | None = None) -> Ta
         else:
             df["key"] = pd.Series(dtype=str)
     quality["quality"] = quality["quality"].astype(int)
-    picked = _pick_machine(latency, machine)
+    # the machines that timed; where nothing was timed, those that scored deployed graphs
+    picked = _pick_machine(latency if len(latency) and "cpu" in latency.columns else deployed, machine)
     if picked:
-        latency = latency[latency["cpu"].astype(str) == picked].reset_index(drop=True)
+        if len(latency) and "cpu" in latency.columns:
+            latency = latency[latency["cpu"].astype(str) == picked].reset_index(drop=True)
         if len(deployed) and "cpu" in deployed.columns:
             deployed = deployed[deployed["cpu"].astype(str) == picked].reset_index(drop=True)
     return Tables(quality, cost, latency, deployed, machine=picked)

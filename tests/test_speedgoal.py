@@ -107,3 +107,26 @@ def test_an_untimed_variant_of_a_timed_graph_can_be_the_answer(results: Path) ->
     b = _row(speed_goal([results]), "cpu-b")
     assert (b["variant"], b["ms"], b["met"]) == ("arcnn-p50", 12.0, True)
     assert (b["n_timed"], b["n_with_latency"]) == (2, 3)
+
+
+def test_cli_default_folders_include_untimed_ones_and_skip_bench(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --results: every results/*/ with quality.csv + cost.csv (results/bench has a latency.csv of its
+    own and is not one); an untimed folder's variant takes the latency of its graph from a timed one."""
+    import pandas as pd
+
+    monkeypatch.chdir(tmp_path)
+    timed = make_results(tmp_path / "results" / "timed", {"fast": (26.80, 0.40, 32, 32, 342_000, 300.0)},
+                         latency={("fast", "cpu-a"): 100.0})
+    other = make_results(tmp_path / "results" / "control", {"fast-ft": (26.95, 0.40, 32, 32, 342_000, 300.0)})
+    for root in (timed, other):
+        cost = pd.read_csv(root / "cost.csv")
+        cost["graph_signature"] = "g-fast"
+        cost.to_csv(root / "cost.csv", index=False)
+    (tmp_path / "results" / "bench").mkdir()
+    pd.DataFrame([{"variant": "arcnn", "target": "cpu-a", "ms_median": 1.0}]).to_csv(
+        tmp_path / "results" / "bench" / "latency.csv", index=False)
+    assert main(["bench", "speedgoal", "--out", str(tmp_path / "out")]) == 0
+    row = pd.read_csv(tmp_path / "out" / "speed_goal.csv").set_index("target").loc["cpu-a"]
+    assert row["best_variant"] == "control/fast-ft" and row["best_ms"] == 100.0
+    assert "| cpu-a |" in capsys.readouterr().out

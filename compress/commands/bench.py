@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "results tables (measures nothing); all = every one but speedgoal)",
     )
     p.add_argument("--results", nargs="+", metavar="DIR",
-                   help="speedgoal: results folders (default: every results/*/ with a latency.csv)")
+                   help="speedgoal: results folders (default: every results/*/ with quality.csv and cost.csv)")
     p.add_argument("--min-gain", type=float, default=1.0,
                    help="speedgoal: quality floor, dB over the JPEG input on LIVE1 q10 (default: %(default)s)")
     p.add_argument("--machine", default=None, metavar="CPU",
@@ -101,11 +101,14 @@ def run(args: argparse.Namespace) -> int:
     if "speedgoal" in args.which:
         from compress.speedgoal import Goal, write_speed_goal
 
-        folders = args.results or sorted(str(p.parent) for p in Path("results").glob("*/latency.csv"))
+        # every results folder (not results/bench): a variant that was not timed itself takes the latency of
+        # its graph from another folder's timed variants
+        folders = args.results or sorted(str(p.parent) for p in Path("results").glob("*/quality.csv")
+                                         if (p.parent / "cost.csv").is_file())
         if not folders:
             from compress.errors import DataError
 
-            raise DataError("speedgoal: no results/*/latency.csv; measure latency first or pass --results")
+            raise DataError("speedgoal: no results/*/quality.csv; run a recipe first or pass --results")
         csv, md = write_speed_goal(folders, out, Goal(min_gain_db=args.min_gain), machine=args.machine)
         print(md.read_text(encoding="utf-8"), end="")
         print(csv)
