@@ -516,6 +516,8 @@ def results_readme() -> str:
         "bf16 autocast, torch.compile) x patch size: ms/step, pixels/s, GMAC/s (3x forward true MACs), fraction "
         "of the matmul peak measured in the same run; `note` says why a row was not measured |",
         "| `eval_time.csv` | wall time of a whole LIVE1 evaluation per model |",
+        "| `avx512-bf16/` | the same files measured on a second machine (`compress bench ... --out "
+        "results/bench/avx512-bf16`: AVX-512 with VNNI and BF16); the top-level files are the AVX2 machine's |",
         "| `latency.csv` | per-target ms/frame at 720p and the fraction of the matmul peak reached |",
         "| `speed_goal.csv` / `.md` | `compress bench speedgoal`, from the results folders' `quality.csv` + "
         "`latency.csv` only: per target x resolution, the fastest timed variant with LIVE1 q10 `idcn-rgb` PSNR >= "
