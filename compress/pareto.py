@@ -633,6 +633,29 @@ def _budget_x(target: Target, axis: Axis) -> float | None:
     return None
 
 
+#: the y range (dB) a front plot keeps when some points lie far below the rest (see :func:`_zoom_floor`)
+ZOOM_DB = 2.0
+
+
+def _zoom_floor(shown: pd.DataFrame, refs: pd.DataFrame) -> float:
+    """The lowest quality a front plot shows on its y axis: ``-inf`` (everything) unless the points span more
+    than ``1.5 * ZOOM_DB``; then the best point minus ``ZOOM_DB``, lowered to keep every front point and
+    every published point visible."""
+    if len(shown) < 3:
+        return -np.inf
+    ys = shown["y"].astype(float)
+    if float(ys.max() - ys.min()) <= 1.5 * ZOOM_DB:
+        return -np.inf
+    cut = float(ys.max()) - ZOOM_DB
+    keep = [shown.loc[shown["on_front"].astype(bool), "y"].astype(float)]
+    if len(refs):
+        keep.append(refs["y"].astype(float))
+    for k in keep:
+        if len(k):
+            cut = min(cut, float(k.min()))
+    return cut
+
+
 def plot_front(points: pd.DataFrame, refs: pd.DataFrame, *, target: Target, axis: Axis, y: str,
                selection: Selection, machine: str = "") -> Figure:
     """A matplotlib figure (Agg canvas, no display): every variant labelled, the front as a step line."""
@@ -643,6 +666,12 @@ def plot_front(points: pd.DataFrame, refs: pd.DataFrame, *, target: Target, axis
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     shown = points[np.isfinite(points["x"]) & np.isfinite(points["y"]) & (points["x"] > 0)]
+    # a few far-off points (e.g. untuned 4-bit variants 5 dB down) would squeeze the rest into a line: keep the
+    # y axis on the top ZOOM_DB dB (front points and published points always inside) and mark the others
+    # at its lower edge with their value
+    cut = _zoom_floor(shown, refs)
+    below = shown[shown["y"] < cut]
+    shown = shown[shown["y"] >= cut]
     off = shown[~shown["eligible"]]
     elig = shown[shown["eligible"] & ~shown["on_front"]]
     front = shown[shown["on_front"]]
@@ -666,10 +695,21 @@ def plot_front(points: pd.DataFrame, refs: pd.DataFrame, *, target: Target, axis
         for r in refs.itertuples():
             ax.annotate(str(r.method), (r.x, r.y), textcoords="offset points", xytext=(4, -9), fontsize=7,
                         color="tab:green", style="italic")
+    if len(below):
+        top = max(float(shown["y"].max()) if len(shown) else cut, float(refs["y"].max()) if len(refs) else cut)
+        pad = 0.05 * (top - cut)
+        edge = cut - pad
+        ax.set_ylim(edge - pad, top + pad)
+        ax.scatter(below["x"], [edge] * len(below), marker="v", color="0.5",
+                   label=f"below {cut:.2f} (value in the label)")
+        for r, label in zip(below.itertuples(), _labels(below), strict=True):
+            if label:
+                ax.annotate(f"{label}: {r.y:.2f}", (r.x, edge), textcoords="offset points", xytext=(4, 3),
+                            fontsize=7, color="0.4")
     bx = _budget_x(target, axis)
     if bx is not None:
         ax.axvline(bx, color="tab:orange", ls="--", lw=1, label=f"budget {bx:g}")
-    if len(shown) or len(refs):
+    if len(shown) or len(refs) or len(below):
         ax.set_xscale("log")
     shared = "x_n" in points.columns and bool((points["x_n"] > 1).any())
     inherited = "x_timed" in shown.columns and bool((shown["x_timed"] == False).fillna(False).any())  # noqa: E712

@@ -441,3 +441,26 @@ def test_cpu_isa_from_flags() -> None:
         "avx512+vnni+bf16+amx"
     assert cpu_isa({"avx2", "avx_vnni"}) == "avx2+vnni"
     assert cpu_isa(set()) == ""
+
+
+def test_front_plot_zooms_past_far_off_points(tmp_path: Path) -> None:
+    """An untuned 4-bit point 5 dB down would flatten the rest: the y axis keeps the top 2 dB (front and
+    published points always inside) and the far-off point is drawn at its lower edge with its value."""
+    from compress.pareto import ZOOM_DB, _zoom_floor, plot_front
+
+    pts = pd.DataFrame({"x": [10.0, 20.0, 30.0, 40.0], "y": [26.5, 26.7, 26.6, 21.0],
+                        "on_front": [True, True, False, False], "eligible": [True] * 4,
+                        "key": ["a", "b", "c", "w4a4"], "label": ["a", "b", "c", "w4a4"]})
+    none = pd.DataFrame(columns=["x", "y", "method"])
+    assert _zoom_floor(pts, none) == pytest.approx(26.7 - ZOOM_DB)
+    assert _zoom_floor(pts.iloc[:3], none) == -np.inf  # a span under 1.5 x ZOOM_DB: everything shown
+    on_front = pts.assign(on_front=[True, True, False, True])  # the cheap low point on the front stays in
+    assert _zoom_floor(on_front, none) == 21.0
+    refs = pd.DataFrame({"x": [5.0], "y": [24.0], "method": ["published"]})
+    assert _zoom_floor(pts, refs) == 24.0
+    fig = plot_front(pts, none, target=get_target("cpu-ort-fp32"), axis=Axis(CostAxis.latency_ms, "720p30"),
+                     y="psnr", selection=SEL)
+    ax = fig.axes[0]
+    lo, hi = ax.get_ylim()
+    assert 24.0 < lo < 26.5 and hi > 26.7
+    assert any(t.get_text() == "w4a4: 21.00" for t in ax.texts)
