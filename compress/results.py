@@ -502,7 +502,8 @@ def results_readme() -> str:
         "not timed itself and takes its graph's median.",
         "- `front.csv`: the non-dominated eligible variants per target (quality up, cost down).",
         "- `front-<target>.png` / `.svg`: the front (log cost axis, every variant labelled, published reference "
-        "points drawn apart as 'published, not re-measured').",
+        "points drawn apart as 'published, not re-measured'; when a few points lie far below the rest, the y axis "
+        "keeps the top 2 dB and marks those at its lower edge with their value).",
         "- `fronts.html`: one self-contained interactive page (plotly.js inline); a selector switches targets.",
         "",
         "## bench/",
