@@ -617,6 +617,14 @@ def cpu_name() -> str:
     return f"{model} [{isa}]" if isa else model
 
 
+def machine_rows(table: Any, cpu: str | None = None) -> Any:
+    """The rows of a ``latency.csv`` / ``deployed.csv`` frame measured on ``cpu`` (default: this machine,
+    :func:`cpu_name`); none when the table predates the ``cpu`` column."""
+    if "cpu" not in table.columns:
+        return table.iloc[:0]
+    return table[table["cpu"].astype(str) == (cpu_name() if cpu is None else cpu)]
+
+
 @contextlib.contextmanager
 def machine_lock(timeout: float = 3600.0) -> Iterator[None]:
     """Hold the machine-wide benchmark lock: one timing at a time across ``compress`` processes."""
@@ -1033,7 +1041,7 @@ def measure_results(
     done: set[tuple[str, str, str, str]] = set()
     if skip_done and out.is_file():
         old = pd.read_csv(out)
-        old = old[old["cpu"].astype(str) == cpu_name()] if "cpu" in old.columns else old.iloc[:0]
+        old = machine_rows(old)
         done = {(str(v), str(t), str(r), str(h)) for v, t, r, h in
                 old[["variant", "target", "resolution", "onnx_sha256"]].itertuples(index=False)}
     wanted = list((resolutions or _standard_resolutions()).keys())
@@ -1065,16 +1073,15 @@ def count_timed_graphs(latency_csvs: Sequence[str | Path], cpu: str | None = Non
     machine ``cpu`` (default: this one, :func:`cpu_name`); timings of other machines do not count."""
     import pandas as pd
 
-    machine = cpu_name() if cpu is None else cpu
     seen: dict[tuple[str, str], set[str]] = {}
     for path in latency_csvs:
         p = Path(path)
         if not p.is_file():
             continue
         df = pd.read_csv(p)
-        if "graph_signature" not in df.columns or "cpu" not in df.columns:
+        if "graph_signature" not in df.columns:
             continue
-        df = df[df["cpu"].astype(str) == machine]
+        df = machine_rows(df, cpu)
         for v, t, g in df[["variant", "target", "graph_signature"]].itertuples(index=False):
             if isinstance(g, str) and g:
                 seen.setdefault((g, str(t)), set()).add(f"{p.parent}/{v}")

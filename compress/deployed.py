@@ -61,7 +61,7 @@ def score_results(
     """
     import pandas as pd
 
-    from compress.deploy import cpu_name, runtime_model, sha256
+    from compress.deploy import cpu_name, machine_rows, runtime_model, sha256
     from compress.evaluate import evaluate_model
 
     root = Path(results_dir)
@@ -82,7 +82,7 @@ def score_results(
     done: set[tuple[str, ...]] = set()
     if skip_done and out.is_file():
         old = pd.read_csv(out)
-        old = old[old["cpu"].astype(str) == cpu] if "cpu" in old.columns else old.iloc[:0]  # this machine's
+        old = machine_rows(old, cpu)
         done = {tuple(map(str, r)) for r in old[["variant", "target", "dataset", "quality", "protocol",
                                                  "onnx_sha256"]].itertuples(index=False)}
     torch_psnr = _torch_scores(root, dataset, quality, protocol)

@@ -169,19 +169,19 @@ LATEST_MACHINE = "latest"
 ALL_MACHINES = "all"
 
 
-def machines(latency: pd.DataFrame) -> list[str]:
+def machines(table: pd.DataFrame) -> list[str]:
     """The machines (``cpu`` column) of a latency (or deployed) table, the most recently measured last."""
-    if not len(latency) or "cpu" not in latency.columns:
+    if not len(table) or "cpu" not in table.columns:
         return []
-    when = pd.to_datetime(latency.get("timestamp", pd.Series(pd.NaT, index=latency.index)), utc=True,
+    when = pd.to_datetime(table.get("timestamp", pd.Series(pd.NaT, index=table.index)), utc=True,
                           errors="coerce", format="ISO8601")
-    last = pd.DataFrame({"cpu": latency["cpu"].astype(str), "when": when}).groupby("cpu")["when"].max()
+    last = pd.DataFrame({"cpu": table["cpu"].astype(str), "when": when}).groupby("cpu")["when"].max()
     return list(last.sort_values(kind="stable").index)
 
 
-def _pick_machine(latency: pd.DataFrame, machine: str | None) -> str:
-    """Resolve ``machine``: ``latest`` (default) = the machine that timed most recently, ``all`` = no filter."""
-    known = machines(latency)
+def _pick_machine(table: pd.DataFrame, machine: str | None) -> str:
+    """Resolve ``machine``: ``latest`` (default) = the machine that measured most recently, ``all`` = no filter."""
+    known = machines(table)
     if machine in (None, LATEST_MACHINE):
         return known[-1] if known else ""
     if machine == ALL_MACHINES:
