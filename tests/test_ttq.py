@@ -158,3 +158,64 @@ def test_shipped_ablations_load_and_keep_one_budget(path: Path, tmp_path: Path) 
     assert len(cfgs) >= 2 and len({name for name, _ in cfgs}) == len(cfgs)
     pixels = {c.steps * c.batch_size * c.patch_size**2 for _, c in cfgs}
     assert len(pixels) == 1, f"{path.name}: runs see different numbers of training pixels: {sorted(pixels)}"
+
+
+def test_reference_code_rerun_is_scored_and_compared_on_its_own_machine(image_dir: Path, tmp_path: Path) -> None:
+    from compress.reference_train import REFERENCE_RECIPE, ReferenceConfig, train_reference, train_reference_run
+
+    cfg = ReferenceConfig(images_dir=str(image_dir), patch_size=24, batch_size=2, threads=0, minutes=0.02)
+    snaps, stats = train_reference(cfg, marks_s=[1e-6, 1e5], progress=False)
+    # the first step passes the first mark; the limit (1.2 s) ends it; one epoch = len(images) // batch steps
+    assert snaps[0].step == 1 and snaps[-1].step == stats["steps"] >= 1
+    assert stats["epochs"] == stats["steps"]  # 3 images, batch 2, drop_last: one step an epoch
+    assert 0 <= stats["loader_wait_fraction"] < 1
+    w0 = torch.nn.init.normal_(torch.empty(64, 3, 9, 9), std=0.001)  # the reference initialisation's scale
+    assert abs(float(snaps[0].state["base.0.weight"].std()) - float(w0.std())) < 5e-4
+    run = train_reference_run(cfg, tmp_path / "runs" / REFERENCE_RECIPE, marks_s=[1e5], progress=False)
+    out = tmp_path / "bench"
+    path = score_runs([run], out, threads=1, dataset=f"folder:{image_dir}", limit=1)
+    df = pd.read_csv(path)
+    assert list(df["recipe"]) == [REFERENCE_RECIPE] and df["init"].iloc[0] == "reference"
+    assert df["lr"].iloc[0] == 5e-4 and df["batch_size"].iloc[0] == 2
+    with pytest.raises(ConfigError, match="arcnn or fast_arcnn"):
+        train_reference(ReferenceConfig(images_dir=str(image_dir), arch="rdn_s", batch_size=2), marks_s=[1.0],
+                        progress=False)
+
+
+def test_summary_uses_the_reference_measured_on_the_same_machine() -> None:
+    from compress.ttq import reference_for, speedups
+
+    def rows(recipe: str, cpu: str, pts: list[tuple[float, float]]) -> list[dict[str, object]]:
+        return [{"recipe": recipe, "model": "arcnn", "minutes": m, "psnr": p, "ssim": 0.78, "jpeg_psnr": 25.69,
+                 "machine_cpu": cpu, "measured": "2026-12-02T15:00:00"} for m, p in pts]
+
+    df = pd.DataFrame(
+        rows("reference-code", "fast", [(5.0, 26.0), (15.0, 26.4), (30.0, 26.55)])
+        + rows("ours", "fast", [(1.0, 26.3), (3.0, 26.56), (20.0, 26.7)])
+        + rows("ours", "slow", [(1.0, 26.3), (2.0, 26.5)])
+    )
+    assert reference_for(df, "fast")[1] == "measured here" and reference_for(df, "slow")[1] == "issue 9, quoted"
+    s = summarize(df).set_index("machine_cpu")
+    assert list(s.index) == ["fast", "slow"]  # the reference-code run is a curve to compare with, not a recipe
+    fast, slow = s.loc["fast"], s.loc["slow"]
+    assert fast["target_reference_30min_psnr"] == 26.55 and fast["minutes_to_reference_30min"] == 3.0
+    assert fast["speedup_reference_30min"] == 10.0 and fast["reference"] == "measured here"
+    assert fast["minutes_to_jpeg_plus_1db"] == 20.0 and pd.isna(fast["speedup_jpeg_plus_1db"])
+    assert slow["target_reference_30min_psnr"] == 26.45 and slow["speedup_reference_30min"] == 15.0
+    sp = speedups(df, "fast").set_index("reference_minutes")
+    assert sp.loc[15.0, "ours:minutes"] == 3.0 and sp.loc[15.0, "ours:speedup"] == 5.0
+    assert sp.loc[5.0, "ours:speedup"] == 5.0  # 26.0 dB: reference 5 min, ours 1 min
+    md = report_markdown_from(df)
+    assert "fast; reference curve: measured here." in md and "| 10.0x |" in md
+
+
+def report_markdown_from(df: pd.DataFrame) -> str:
+    import tempfile
+
+    from compress.ttq import write_summary
+
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "ttq.csv"
+        df.assign(steps=1, batch_size=16, patch_size=24, load_avg=2.0).to_csv(p, index=False)
+        write_summary(p)
+        return report_markdown(Path(d))
