@@ -819,6 +819,8 @@ def write_fronts(
     Returns:
         The files written.
     """
+    from matplotlib import rc_context
+
     if not targets:
         raise CompressError("no targets given")
     out = Path(out_dir)
@@ -840,7 +842,9 @@ def write_fronts(
         fig = plot_front(pts, refs, target=t, axis=axis, y=yq.value, selection=selection, machine=tables.machine)
         for ext in ("png", "svg"):
             p = out / f"front-{t.name}.{ext}"
-            fig.savefig(p)
+            # no date in the SVG and fixed element ids: the same tables give the same bytes (no diff churn)
+            with rc_context({"svg.hashsalt": "compress"}):
+                fig.savefig(p, metadata={"Date": None} if ext == "svg" else None)
             written.append(p)
     allpts = pd.concat(tables_out, ignore_index=True)
     lead = ["target", "illustrative", "machine", "dataset", "quality", "protocol", "cost_axis", "resolution",
@@ -852,7 +856,7 @@ def write_fronts(
         written.append(out / name)
     fig = plotly_figure(panels, y=yq.value, selection=selection)
     html = out / "fronts.html"
-    fig.write_html(str(html), include_plotlyjs=True, full_html=True)
+    fig.write_html(str(html), include_plotlyjs=True, full_html=True, div_id="compress-fronts")  # fixed id: same bytes
     written.append(html)
     return written
 

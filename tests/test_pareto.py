@@ -323,6 +323,10 @@ def test_write_fronts_files(results: Path, tmp_path: Path) -> None:
     assert not front["key"].isin(published_points()["method"]).any()  # references never on a front
     pts = pd.read_csv(out / "points.csv")
     assert len(pts) == 2 * len(VARIANTS) and {"eligible", "reason", "on_front", "settings"} <= set(pts.columns)
+    again = tmp_path / "again"
+    write_fronts(load_tables([results]), targets, SEL, again, x="params")
+    for name in ("fronts.html", "front-edge-npu.svg", "front-edge-npu.png", "points.csv"):  # reproducible bytes
+        assert (again / name).read_bytes() == (out / name).read_bytes(), name
 
 
 def test_html_is_one_self_contained_file(results: Path, tmp_path: Path) -> None:
