@@ -464,17 +464,18 @@ def _write_ablation_rows(csv_path: Path, ablation: str, rows: list[dict[str, Any
 def report_markdown(out: Path) -> str:
     """Markdown tables of ``ttq_summary.csv`` and ``ttq_ablation.csv`` in ``out`` (for the README), from the CSVs."""
     parts: list[str] = []
-    summary, ttq, abl = out / "ttq_summary.csv", out / "ttq.csv", out / "ttq_ablation.csv"
+    ttq, abl = out / "ttq.csv", out / "ttq_ablation.csv"
 
     def minutes(v: Any) -> str:
         return "not reached" if pd.isna(v) else f"{float(v):.1f} min"
 
-    if summary.is_file() and ttq.is_file():
-        s, t = pd.read_csv(summary), pd.read_csv(ttq)
-        if "machine_cpu" not in s.columns:
-            s = s.assign(machine_cpu="")
+    if ttq.is_file():
+        t = pd.read_csv(ttq)
+        s = summarize(t)  # from the snapshots (what ttq_summary.csv holds, recomputed)
+        if "machine_cpu" not in t.columns:
+            t = t.assign(machine_cpu="")
         for cpu, sc in s.groupby("machine_cpu", sort=False):
-            tc = t[t["machine_cpu"] == cpu] if "machine_cpu" in t.columns else t
+            tc = t[t["machine_cpu"] == cpu]
             ref, source = reference_for(t, str(cpu))
             target = sc["target_reference_30min_psnr"].dropna()
             ref30 = f"{float(target.iloc[0]):.2f} dB" if len(target) else "the reference's 30-min PSNR"
