@@ -64,6 +64,10 @@ def test_brief_command_line_trains_and_infers(image_dir: Path, tmp_path: Path) -
     assert state["step"] == 2  # 2 epochs x (3 images // batch 2)
     for f in ("best.safetensors", "last.safetensors", "log.csv", "curve.png", "config.json"):
         assert (out / f).is_file(), f
+    cfg = json.loads((out / "config.json").read_text())
+    from compress.train import resolve_precision
+
+    assert cfg["precision"] == resolve_precision("auto") in ("fp32", "bf16")  # the default, resolved before the run
     rec = tmp_path / "recon"
     assert main(["infer", "--weights", str(out / "best.safetensors"), "--image", str(image_dir / "im0.png"),
                  "--outputs-dir", str(rec), "--jpeg-quality", "10"]) == 0
@@ -166,3 +170,23 @@ def test_batches_are_a_function_of_seed_and_step(image_dir: Path) -> None:
     loader = torch.utils.data.DataLoader(a, batch_size=None, sampler=range(5, 7), num_workers=1)
     xs = [x for x, _ in loader]
     assert torch.equal(xs[0], x1)
+
+
+@pytest.mark.parametrize(("isa", "cuda", "want"), [
+    ("avx512+vnni+bf16", False, "bf16"), ("avx512+vnni+amx", False, "bf16"), ("avx2", False, "fp32"),
+    ("avx512+vnni", False, "fp32"), ("avx2", True, "bf16"),
+])
+def test_precision_auto_is_bf16_only_where_it_is_native(
+    monkeypatch: pytest.MonkeyPatch, isa: str, cuda: bool, want: str, tmp_path: Path,
+) -> None:
+    import compress.deploy
+    from compress.recipe.train_recipe import load_train_recipe, recipe_settings
+    from compress.train import resolve_precision
+
+    monkeypatch.setattr(compress.deploy, "cpu_isa", lambda flags=None: isa)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    assert resolve_precision("auto") == want
+    assert resolve_precision("fp32") == "fp32" and resolve_precision("bf16") == "bf16"  # explicit settings stay
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("schema_version: 1\nkind: train\nname: r\narch: arcnn\nprecision: auto\n")
+    assert recipe_settings(load_train_recipe(recipe))["precision"] == want  # what config.json will record

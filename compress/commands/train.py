@@ -33,7 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--color", choices=["rgb", "y"])
     p.add_argument("--loss", choices=["l1", "l2"])
     p.add_argument("--init", choices=["reference", "identity", "kaiming"])
-    p.add_argument("--precision", choices=["fp32", "bf16"])
+    p.add_argument("--precision", choices=["fp32", "bf16", "auto"],
+                   help="bf16 autocast or fp32; auto (the default without --recipe) = bf16 where the CPU has native "
+                   "bf16 (AVX-512 BF16, AMX) or on a GPU (with channels_last), else fp32. A recipe's own setting "
+                   "wins over the default")
     p.add_argument("--val-dataset", help="validation set (default bsds500_val)")
     p.add_argument("--val-limit", type=int, help="first N validation images")
     p.add_argument("--val-every", type=int)
@@ -53,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from compress.checkpoint import normalize_arch
     from compress.data.datasets import dataset_folder, get_spec
     from compress.errors import CompressError
-    from compress.train import TrainConfig, steps_for_epochs, train
+    from compress.train import TrainConfig, resolve_precision, steps_for_epochs, train
 
     base: dict[str, object] = {}
     if args.recipe:
@@ -95,6 +98,12 @@ def run(args: argparse.Namespace) -> int:
         base["steps"] = steps_for_epochs(args.num_epochs, n, int(base.get("batch_size", 16)))  # type: ignore[call-overload]
     if not args.recipe and args.use_augmentation is None:
         base["augment"] = False
+    if not args.recipe and args.precision in (None, "auto") and resolve_precision("auto") == "bf16":
+        base["channels_last"] = True  # with bf16 the fastest layout measured (results/bench/avx512-bf16)
+    if not args.recipe and args.precision is None:
+        base["precision"] = "auto"
+    if "precision" in base:
+        base["precision"] = resolve_precision(str(base["precision"]))
     if "outputs_dir" not in base:
         raise CompressError("give --outputs-dir (or --recipe)")
     procs = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if args.distributed else 1  # ranks share a node's cores

@@ -35,6 +35,7 @@ class Init(StrEnum):
 class Precision(StrEnum):
     fp32 = "fp32"
     bf16 = "bf16"
+    auto = "auto"  # bf16 where the CPU / GPU has native bf16, else fp32 (resolved when the run starts)
 
 
 class Strict(BaseModel):
@@ -76,7 +77,9 @@ class TrainRecipe(Strict):
     )
     seed: int = Field(123, description="seeds the weights and the batch stream (batch i = f(seed, i))")
     augment: bool = Field(True, description="rescale 0.6-1.0, rot90 and flips")
-    precision: Precision = Field(Precision.fp32, description="fp32, or bf16 autocast (needs native bf16)")
+    precision: Precision = Field(
+        Precision.fp32, description="fp32, bf16 autocast (fast only with native bf16: AVX-512 BF16, AMX, a GPU), or "
+        "auto (bf16 where native, else fp32; config.json records which ran)")
     channels_last: bool = Field(False, description="channels-last memory layout")
     val_every: int = Field(250, ge=1, description="validate (and keep the best checkpoint) every N steps")
     ckpt_every: int = Field(250, ge=1, description="save last.safetensors (with optimizer state) every N steps")
@@ -106,12 +109,14 @@ def load_train_recipe(path: str | Path) -> TrainRecipe:
 
 def recipe_settings(r: TrainRecipe) -> dict[str, Any]:
     """The :class:`compress.train.TrainConfig` fields a training recipe sets (outputs go to models/<name>)."""
+    from compress.train import resolve_precision
+
     return {
         "arch": r.arch, "arch_kwargs": dict(r.arch_kwargs), "color": r.color.value, "qualities": r.qualities,
         "patch_size": r.patch_size, "batch_size": r.batch_size, "steps": r.steps, "lr": r.lr,
         "min_lr_ratio": r.min_lr_ratio, "warmup_steps": r.warmup_steps, "grad_clip": r.grad_clip,
         "loss": r.loss.value, "init": r.init.value, "seed": r.seed, "augment": r.augment,
-        "precision": r.precision.value, "channels_last": r.channels_last, "val_dataset": r.data.val,
+        "precision": resolve_precision(r.precision.value), "channels_last": r.channels_last, "val_dataset": r.data.val,
         "val_limit": r.data.val_limit, "val_every": r.val_every, "ckpt_every": r.ckpt_every,
         "image_limit": r.data.train_limit, "outputs_dir": str(Path("models") / r.name),
     }
