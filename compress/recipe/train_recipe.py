@@ -35,6 +35,13 @@ class Init(StrEnum):
 class Precision(StrEnum):
     fp32 = "fp32"
     bf16 = "bf16"
+
+
+class TrainPrecision(StrEnum):
+    """A training recipe's precision: also ``auto`` (compression stages name theirs: it is in the variant id)."""
+
+    fp32 = "fp32"
+    bf16 = "bf16"
     auto = "auto"  # bf16 where the CPU / GPU has native bf16, else fp32 (resolved when the run starts)
 
 
@@ -77,8 +84,8 @@ class TrainRecipe(Strict):
     )
     seed: int = Field(123, description="seeds the weights and the batch stream (batch i = f(seed, i))")
     augment: bool = Field(True, description="rescale 0.6-1.0, rot90 and flips")
-    precision: Precision = Field(
-        Precision.fp32, description="fp32, bf16 autocast (fast only with native bf16: AVX-512 BF16, AMX, a GPU), or "
+    precision: TrainPrecision = Field(
+        TrainPrecision.fp32, description="fp32, bf16 autocast (fast only with native bf16: AVX-512 BF16, AMX, a GPU), or "
         "auto (bf16 where native, else fp32; config.json records which ran)")
     channels_last: bool = Field(False, description="channels-last memory layout")
     val_every: int = Field(250, ge=1, description="validate (and keep the best checkpoint) every N steps")
