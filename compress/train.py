@@ -56,6 +56,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     loss: str = "l2"
     init: str = "identity"
+    init_from: str | None = None
     threads: int = 2
     workers: int = 0
     seed: int = 123
@@ -221,6 +222,22 @@ def init_model_(model: nn.Module, how: str) -> str:
     return "kaiming"
 
 
+def load_init_from_(model: nn.Module, cfg: TrainConfig) -> str:
+    """Start from the weights of a trained checkpoint (``init_from``: a warm restart with a new schedule); it
+    must hold the same architecture. Returns the init label stored in the checkpoint metadata."""
+    path = Path(str(cfg.init_from))
+    if not path.is_file():
+        raise CheckpointError(f"init_from: no checkpoint at {path}")
+    tensors, meta = read_checkpoint(path)
+    if meta.get("arch") not in (None, cfg.arch):
+        raise CheckpointError(f"init_from: {path} holds {meta.get('arch')!r}, this run trains {cfg.arch!r}")
+    try:
+        model.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(EXTRA_PREFIX)}, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"init_from: {path} does not fit {cfg.arch}: {str(exc).splitlines()[0]}") from None
+    return f"from {path.as_posix()}"
+
+
 # ---------------------------------------------------------------------------------------------
 # schedule, loss
 
@@ -343,6 +360,8 @@ class Trainer:
         if model is None:
             model = build_model(cfg.arch, cfg.channels, **cfg.arch_kwargs)
             self.init_used = init_model_(model, cfg.init)
+            if cfg.init_from:
+                self.init_used = load_init_from_(model, cfg)
         else:
             self.init_used = "given"
         if distributed.is_distributed() and extra_params:

@@ -190,3 +190,19 @@ def test_precision_auto_is_bf16_only_where_it_is_native(
     recipe = tmp_path / "r.yaml"
     recipe.write_text("schema_version: 1\nkind: train\nname: r\narch: arcnn\nprecision: auto\n")
     assert recipe_settings(load_train_recipe(recipe))["precision"] == want  # what config.json will record
+
+
+def test_init_from_starts_at_a_trained_checkpoint(image_dir: Path, tmp_path: Path) -> None:
+    from compress.errors import CheckpointError
+
+    first = Trainer(_cfg(image_dir, tmp_path / "a", steps=3), progress=False)
+    first.fit()
+    ckpt = tmp_path / "a" / "last.safetensors"
+    warm = Trainer(_cfg(image_dir, tmp_path / "b", init_from=str(ckpt)), progress=False)
+    assert warm.init_used == f"from {ckpt.as_posix()}"
+    for k, v in first.model.state_dict().items():  # before its first step it is the checkpoint, not a fresh init
+        assert torch.equal(warm.model.state_dict()[k], v), k
+    with pytest.raises(CheckpointError, match="holds 'arcnn', this run trains 'fast_arcnn'"):
+        Trainer(_cfg(image_dir, tmp_path / "c", arch="fast_arcnn", init_from=str(ckpt)), progress=False)
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        Trainer(_cfg(image_dir, tmp_path / "d", init_from=str(tmp_path / "missing.safetensors")), progress=False)

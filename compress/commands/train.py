@@ -33,6 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--color", choices=["rgb", "y"])
     p.add_argument("--loss", choices=["l1", "l2"])
     p.add_argument("--init", choices=["reference", "identity", "kaiming"])
+    p.add_argument("--init-from", metavar="CKPT", help="start from this checkpoint's weights (same arch): a warm "
+                   "restart with this run's schedule")
     p.add_argument("--precision", choices=["fp32", "bf16", "auto"],
                    help="bf16 autocast or fp32; auto (the default without --recipe) = bf16 where the CPU has native "
                    "bf16 (AVX-512 BF16, AMX) or on a GPU (with channels_last), else fp32. A recipe's own setting "
@@ -81,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = {
         "outputs_dir": args.outputs_dir, "qualities": tuple(args.jpeg_quality) if args.jpeg_quality else None,
         "patch_size": args.patch_size, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-        "color": args.color, "loss": args.loss, "init": args.init, "precision": args.precision,
+        "color": args.color, "loss": args.loss, "init": args.init, "init_from": args.init_from,
+        "precision": args.precision,
         "val_dataset": args.val_dataset, "val_limit": args.val_limit, "val_every": args.val_every,
         "ckpt_every": args.ckpt_every, "augment": args.use_augmentation,
     }

@@ -82,11 +82,15 @@ class TrainRecipe(Strict):
     init: Init = Field(
         Init.identity, description="reference (constructor's), identity (start as the input), kaiming"
     )
+    init_from: str | None = Field(
+        None, description="start from this checkpoint's weights (same arch; a path from the repository root, e.g. "
+        "models/rdn-s-q10/best.safetensors) instead of init: a warm restart with this recipe's schedule")
     seed: int = Field(123, description="seeds the weights and the batch stream (batch i = f(seed, i))")
     augment: bool = Field(True, description="rescale 0.6-1.0, rot90 and flips")
     precision: TrainPrecision = Field(
-        TrainPrecision.fp32, description="fp32, bf16 autocast (fast only with native bf16: AVX-512 BF16, AMX, a GPU), or "
-        "auto (bf16 where native, else fp32; config.json records which ran)")
+        TrainPrecision.fp32,
+        description="fp32, bf16 autocast (fast only with native bf16: AVX-512 BF16, AMX, a GPU), or auto "
+        "(bf16 where native, else fp32; config.json records which ran)")
     channels_last: bool = Field(False, description="channels-last memory layout")
     val_every: int = Field(250, ge=1, description="validate (and keep the best checkpoint) every N steps")
     ckpt_every: int = Field(250, ge=1, description="save last.safetensors (with optimizer state) every N steps")
@@ -122,7 +126,7 @@ def recipe_settings(r: TrainRecipe) -> dict[str, Any]:
         "arch": r.arch, "arch_kwargs": dict(r.arch_kwargs), "color": r.color.value, "qualities": r.qualities,
         "patch_size": r.patch_size, "batch_size": r.batch_size, "steps": r.steps, "lr": r.lr,
         "min_lr_ratio": r.min_lr_ratio, "warmup_steps": r.warmup_steps, "grad_clip": r.grad_clip,
-        "loss": r.loss.value, "init": r.init.value, "seed": r.seed, "augment": r.augment,
+        "loss": r.loss.value, "init": r.init.value, "init_from": r.init_from, "seed": r.seed, "augment": r.augment,
         "precision": resolve_precision(r.precision.value), "channels_last": r.channels_last, "val_dataset": r.data.val,
         "val_limit": r.data.val_limit, "val_every": r.val_every, "ckpt_every": r.ckpt_every,
         "image_limit": r.data.train_limit, "outputs_dir": str(Path("models") / r.name),
