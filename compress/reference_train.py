@@ -128,9 +128,9 @@ def train_reference(
             optimizer.step()
             step += 1
             elapsed = time.perf_counter() - t0
-            bar.n = min(int(elapsed), int(limit_s))
+            # per step, as the reference's tqdm (which redraws at most every 0.1 s)
             bar.set_postfix(loss=f"{loss.item():.6f}", step=step, refresh=False)
-            bar.refresh()
+            bar.update(min(int(elapsed), int(limit_s)) - bar.n)
             if pending and elapsed >= pending[0]:
                 keep()
                 while pending and pending[0] <= elapsed:

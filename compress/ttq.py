@@ -461,6 +461,28 @@ def _write_ablation_rows(csv_path: Path, ablation: str, rows: list[dict[str, Any
         atomic_write_bytes(csv_path, table.to_csv(index=False).encode())
 
 
+def _speedup_markdown(t: pd.DataFrame, cpu: str) -> list[str]:
+    """For each snapshot of the reference run measured on ``cpu``: when each ARCNN recipe first reached its
+    PSNR, and the speed-up (the reference's first time at that PSNR / ours)."""
+    sp = speedups(t, cpu)
+    recipes = [c.removesuffix(":minutes") for c in sp.columns if c.endswith(":minutes")]
+    if sp.empty or not recipes:
+        return []
+
+    def cell(row: pd.Series, recipe: str) -> str:
+        m, x = row[f"{recipe}:minutes"], row[f"{recipe}:speedup"]
+        return "not reached" if pd.isna(m) else f"{float(m):.1f} min ({float(x):.0f}x)" if not pd.isna(x) else (
+            f"{float(m):.1f} min")
+
+    lines = ["| reference snapshot | LIVE1 PSNR | reference first at | "
+             + " | ".join(f"`{Path(r).stem}`" for r in recipes) + " |",
+             "|---|---|---|" + "---|" * len(recipes)]
+    for _, r in sp.iterrows():
+        lines.append(f"| {r['reference_minutes']:.1f} min | {r['psnr']:.2f} | {r['reference_first_minutes']:.1f} min | "
+                     + " | ".join(cell(r, rc) for rc in recipes) + " |")
+    return [*lines, ""]
+
+
 def report_markdown(out: Path) -> str:
     """Markdown tables of ``ttq_summary.csv`` and ``ttq_ablation.csv`` in ``out`` (for the README), from the CSVs."""
     parts: list[str] = []
@@ -498,6 +520,8 @@ def report_markdown(out: Path) -> str:
                     f"| {g['load_avg'].min():.2f}-{g['load_avg'].max():.2f} |"
                 )
             parts.append("")
+            if source == "measured here":
+                parts += _speedup_markdown(t, str(cpu))
     if abl.is_file():
         a = pd.read_csv(abl)
         parts += ["| ablation | run | patch | batch | steps | lr | schedule | loss | init | LIVE1 PSNR | vs JPEG |",

@@ -207,6 +207,8 @@ def test_summary_uses_the_reference_measured_on_the_same_machine() -> None:
     assert sp.loc[5.0, "ours:speedup"] == 5.0  # 26.0 dB: reference 5 min, ours 1 min
     md = report_markdown_from(df)
     assert "fast; reference curve: measured here." in md and "| 10.0x |" in md
+    assert "| 15.0 min | 26.40 | 15.0 min | 3.0 min (5x) |" in md  # the speed-up at each reference snapshot
+    assert "slow; reference curve: issue 9, quoted." in md
 
 
 def report_markdown_from(df: pd.DataFrame) -> str:
