@@ -531,10 +531,12 @@ def results_readme() -> str:
         "ms are per-graph medians as on the fronts |",
         "| `ttq.csv` | time to quality: one row per snapshot of a training run (recipe, `seconds` of wall time "
         "since the run started, `step`, LIVE1 `psnr` / `ssim` / `jpeg_psnr` under `protocol`, the recipe's "
-        "patch / batch / lr / loss / init / precision, `load_avg` when the snapshot was taken) |",
-        "| `ttq_summary.csv` | per recipe: minutes to JPEG + 1 dB and to 26.45 dB (the reference's 30-minute "
-        "PSNR), the reference's minutes to the same, and the speed-up |",
-        "| `ttq.png` | PSNR against wall time of every run, with the reference implementation's curve |",
+        "patch / batch / lr / loss / init / precision, `load_avg` when the snapshot was taken, `machine_cpu`); "
+        "the recipe `reference-code` is the brief's reference training loop re-run on that machine |",
+        "| `ttq_summary.csv` | per machine and recipe: minutes to JPEG + 1 dB and to the reference's 30-minute PSNR "
+        "(`target_*_psnr`), the reference's minutes to the same and the speed-up; `reference` says whether the "
+        "reference curve was measured on that machine or is issue 9's quoted table |",
+        "| `ttq.png` | PSNR against wall time of the latest machine's runs, with that machine's reference curve |",
         "| `ttq_ablation.csv` | equal-budget ablations of the training recipe's choices, one row per run of a "
         "`recipes/ablations/*.yaml` file (`ablation`, `run`): the settings, `pixels_seen`, LIVE1 `psnr` / `ssim` / "
         "`jpeg_psnr` of the final weights, load average and machine |",
