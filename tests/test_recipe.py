@@ -440,3 +440,14 @@ def test_stage_precision_is_hash_neutral_at_fp32_and_refused_for_quantize(tmp_pa
                  "stages:\n  - {type: quantize, backend: nncf, precision: bf16}\n")
     with pytest.raises(RecipeError, match=r"q\.yaml:5: stages\.0: precision: quantize trains in fp32"):
         load_recipe(p, root=tmp_path)
+
+
+def test_set_path_rejects_non_ascii_digits_as_list_indices() -> None:
+    """'²'.isdigit() is True but int('²') fails: such a path part is a KeyError like any missing item."""
+    from compress.recipe.expand import set_path
+
+    doc = {"stages": [{"teacher": []}]}
+    with pytest.raises(KeyError, match="no item ²"):
+        set_path(doc, "stages.0.teacher.²", None)
+    with pytest.raises(KeyError, match="no item ٣"):  # an Arabic-Indic 3
+        set_path(doc, "stages.٣", 1)

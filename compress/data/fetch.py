@@ -283,7 +283,7 @@ def _open_url(url: str) -> tuple[IO[bytes], int | None]:
             return p.open("rb"), p.stat().st_size
         resp = urllib.request.urlopen(url, timeout=TIMEOUT_S)
         length = resp.headers.get("Content-Length")
-        return resp, int(length) if length and length.isdigit() else None
+        return resp, int(length) if length and length.isascii() and length.isdigit() else None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise DataError(f"cannot download {url}: {reason}") from None

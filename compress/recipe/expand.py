@@ -185,7 +185,7 @@ def set_path(data: Any, path: str, value: Any) -> None:
     for i, part in enumerate(parts):
         last = i == len(parts) - 1
         if isinstance(cur, list):
-            if not part.isdigit() or int(part) >= len(cur):
+            if not (part.isascii() and part.isdigit()) or int(part) >= len(cur):  # not "²"
                 raise KeyError(f"{'.'.join(parts[: i + 1])}: no item {part} (the list has {len(cur)})")
             if last:
                 cur[int(part)] = value
