@@ -35,9 +35,9 @@ from torch import nn
 from compress.bench import load_avg, machine
 from compress.errors import ConfigError
 from compress.fsio import atomic_write_bytes
-from compress.ttq import RUN_INFO, Snapshot, save_snapshots
+from compress.ttq import REFERENCE_RECIPE, RUN_INFO, Snapshot, save_snapshots
 
-REFERENCE_RECIPE = "reference-code"  # the ``recipe`` column of the reference's rows in ttq.csv
+__all__ = ["REFERENCE_RECIPE", "ReferenceConfig", "train_reference", "train_reference_run"]
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from compress.fsio import atomic_write_bytes
 from compress.train import TrainConfig, Trainer
 
 REFERENCE_CSV = "reference_ttq.csv"
+REFERENCE_RECIPE = "reference-code"  # the ``recipe`` of the reference loop re-run here (compress.reference_train)
 JPEG_PLUS_1DB = 1.0
 
 
@@ -162,8 +163,6 @@ def train_runs(
     import shutil
 
     from compress.recipe.train_recipe import train_config
-    from compress.reference_train import REFERENCE_RECIPE
-
     dirs = []
     for recipe in recipes:
         run_dir = runs_dir / Path(recipe).stem
@@ -245,8 +244,6 @@ REFERENCE_MARK_MIN = 30.0  # "the reference's 30-minute PSNR": the target issue 
 
 
 def _recipe_rows(df: pd.DataFrame) -> pd.DataFrame:
-    from compress.reference_train import REFERENCE_RECIPE
-
     return df[df["recipe"] != REFERENCE_RECIPE]
 
 
@@ -254,8 +251,6 @@ def reference_for(df: pd.DataFrame, cpu: str | None) -> tuple[pd.DataFrame, str]
     """The reference curve to compare ``cpu``'s runs with: the reference code re-run on that machine (rows of
     ``df`` with the recipe ``reference-code``) where there is one, else issue 9's quoted table. Returns the
     curve (``model, minutes, psnr, ssim``) and where it comes from."""
-    from compress.reference_train import REFERENCE_RECIPE
-
     if "machine_cpu" in df.columns:
         mine = df[(df["recipe"] == REFERENCE_RECIPE) & (df["machine_cpu"] == cpu)]
         if not mine.empty:
