@@ -11,7 +11,12 @@ and, per resolution (480p / 720p / 1080p by default):
    optimizations, or OpenVINO ``compile_model`` on the model reshaped to the frame size with
    ``INFERENCE_NUM_THREADS`` and ``INFERENCE_PRECISION_HINT``; warm-up runs, then the median and 90th
    percentile of ``n`` runs, one frame (batch 1) at a time, one measurement at a time on the machine (a
-   file lock serialises concurrent ``compress`` processes), with the 1-minute load average recorded;
+   file lock serialises concurrent ``compress`` processes), with the 1-minute load average recorded.
+   A virtual machine's cores can be slowed by its neighbours without any load showing in it (2-2.5x on
+   the 2-core Xeon here, in bursts of seconds): a short matmul probe before and after each measurement
+   (:class:`QuietGuard`) compares the CPU share this process gets with the best seen, and a measurement
+   taken while it was below ``quiet_ratio`` of it is repeated (up to a wait limit); the probe and the
+   attempts are recorded with the timing;
 3. measures **peak memory** as the peak RSS rise of a fresh subprocess over one inference (its session
    already built and its input allocated; the kernel's high-water mark is reset through
    ``/proc/self/clear_refs`` just before the inference), beside the analytic peak of live activations
@@ -27,6 +32,7 @@ Heavy libraries (onnx, onnxruntime, openvino, nncf, torch) are imported inside t
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -118,6 +124,9 @@ class LatencyRecord:
     cpu: str
     timestamp: str
     graph_signature: str = ""
+    probe_gflops: float | None = None
+    probe_ref_gflops: float | None = None
+    attempts: int = 1
 
     @classmethod
     def columns(cls) -> list[str]:
@@ -649,6 +658,92 @@ def time_runner(run: Runner, x: F32, *, n: int, warmup: int) -> NDArray[np.float
     return out
 
 
+def cpu_probe_gflops(threads: int, *, size: int = 384, seconds: float = 0.04) -> float:
+    """GFLOP/s of fp32 ``size`` x ``size`` matmuls on ``threads`` torch threads for about ``seconds``.
+
+    A cheap reading of the CPU share this process gets right now: on a shared virtual machine it drops
+    when neighbours use the physical cores, though this machine's load average does not move."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        gen = torch.Generator().manual_seed(0)
+        a = torch.randn(size, size, generator=gen)
+        b = torch.randn(size, size, generator=gen)
+        a @ b
+        count, t0 = 0, time.perf_counter()
+        while True:
+            a @ b
+            count += 1
+            dt = time.perf_counter() - t0
+            if dt >= seconds:
+                return 2.0 * size**3 * count / dt / 1e9
+    finally:
+        torch.set_num_threads(old)
+
+
+class QuietGuard:
+    """Repeat a timing taken while the CPU was slowed from outside (a shared VM's noisy neighbours).
+
+    The reference is the best :func:`cpu_probe_gflops` seen by this guard (warmed with ``warm`` probes
+    first); a measurement counts as quiet when the probes before and after it both reach ``ratio`` x the
+    reference. :meth:`measure` retries a measurement that was not quiet, sleeping ``pause_s`` between
+    attempts, until ``max_wait_s`` have passed; then it keeps the last attempt (the row records the
+    probe, the reference and the attempts, so such a row can be told apart). ``ratio`` 0 turns it off.
+    """
+
+    def __init__(self, threads: int, *, ratio: float = 0.8, max_wait_s: float = 120.0, pause_s: float = 1.0,
+                 warm: int = 5, probe: Callable[[int], float] | None = None) -> None:
+        if not 0.0 <= ratio <= 1.0:
+            raise CompressError(f"quiet ratio must be in [0, 1], got {ratio}")
+        self.threads, self.ratio, self.max_wait_s, self.pause_s = threads, ratio, max_wait_s, pause_s
+        self._probe = probe or cpu_probe_gflops
+        self.reference = 0.0
+        if ratio > 0:
+            for _ in range(warm):
+                self.probe()
+
+    def probe(self) -> float:
+        """One probe; raises the reference when it is the best yet."""
+        g = self._probe(self.threads)
+        self.reference = max(self.reference, g)
+        return g
+
+    def measure(self, fn: Callable[[], NDArray[np.float64]]) -> tuple[NDArray[np.float64], float | None, int]:
+        """Run ``fn`` (one timing) until it is quiet or the wait is over: (its result, probe GFLOP/s, attempts)."""
+        if self.ratio <= 0:
+            return fn(), None, 1
+        start, attempts = time.monotonic(), 0
+        while True:
+            attempts += 1
+            before = self.probe()
+            out = fn()
+            probe = min(before, self.probe())
+            if probe >= self.ratio * self.reference or time.monotonic() - start >= self.max_wait_s:
+                return out, probe, attempts
+            time.sleep(self.pause_s)
+
+
+_GUARDS: dict[int, QuietGuard] = {}
+_QUIET = {"ratio": 0.8, "max_wait_s": 120.0}
+
+
+def configure_quiet(ratio: float = 0.8, max_wait_s: float = 120.0) -> None:
+    """Settings of the guards :func:`default_guard` makes from now on (``compress latency --quiet-ratio``)."""
+    if not 0.0 <= ratio <= 1.0:
+        raise CompressError(f"quiet ratio must be in [0, 1], got {ratio}")
+    _QUIET.update(ratio=ratio, max_wait_s=max_wait_s)
+    _GUARDS.clear()
+
+
+def default_guard(threads: int) -> QuietGuard:
+    """This process's :class:`QuietGuard` for ``threads``, so its reference grows over the measurements."""
+    if threads not in _GUARDS:
+        _GUARDS[threads] = QuietGuard(threads, ratio=_QUIET["ratio"], max_wait_s=_QUIET["max_wait_s"])
+    return _GUARDS[threads]
+
+
 def _status_kib(key: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(key + ":"):
@@ -720,6 +815,7 @@ def measure_latency(
     peak_memory: bool = True,
     analytic_mb: Mapping[str, float] | None = None,
     lock: bool = True,
+    guard: QuietGuard | None = None,
 ) -> list[LatencyRecord]:
     """Time one ONNX model on one measured target, one resolution after the other.
 
@@ -736,6 +832,8 @@ def measure_latency(
         analytic_mb: the analytic activation peak per resolution name (e.g. ``peak_activation_mb`` of
             ``cost.csv``), written beside the measured one.
         lock: hold :func:`machine_lock` while timing.
+        guard: repeats timings taken while the CPU was slowed from outside (default: a
+            :class:`QuietGuard` with ratio 0.8 on the target's threads; ``QuietGuard(t, ratio=0)`` is off).
 
     Returns:
         One :class:`LatencyRecord` per resolution.
@@ -765,6 +863,7 @@ def measure_latency(
     signature = graph_signature(path)
     name = variant or path.stem
     calib = list(calibration) if calibration is not None else synthetic_calibration(channels)
+    guard = guard or default_guard(target.threads)
     rows = []
     with tempfile.TemporaryDirectory(prefix="compress-deploy-") as tmp:
         art = backend.prepare(path, precision, Path(tmp), calib)
@@ -776,7 +875,7 @@ def measure_latency(
             x = np.random.default_rng(0).random((1, channels, h, w), dtype=np.float32)
             with machine_lock() if lock else contextlib.nullcontext():
                 load0 = os.getloadavg()[0]
-                ms = time_runner(loaded.run, x, n=n, warmup=warmup)
+                ms, probe, attempts = guard.measure(functools.partial(time_runner, loaded.run, x, n=n, warmup=warmup))
                 load1 = os.getloadavg()[0]
             eff, version = loaded.precision_effective, loaded.version
             if fusion and art.precision is Precision.int8:
@@ -798,6 +897,8 @@ def measure_latency(
                     analytic_peak_mb=(analytic_mb or {}).get(res_name), onnx_path=str(path), onnx_sha256=digest,
                     runtime_version=version, cpu=cpu_name(),
                     timestamp=time.strftime("%Y-%m-%dT%H:%M:%S%z"), graph_signature=signature,
+                    probe_gflops=None if probe is None else round(probe, 1),
+                    probe_ref_gflops=round(guard.reference, 1) if probe is not None else None, attempts=attempts,
                 )
             )
     return rows

@@ -18,3 +18,12 @@ def data_root() -> Path:
     if not root.is_dir():
         pytest.skip(f"COMPRESS_DATA={env} is not a folder: this test needs the real data sets")
     return root
+
+
+@pytest.fixture(autouse=True)
+def _no_quiet_wait() -> None:
+    """Tests time tiny graphs for plausibility, not speed: no waiting for a quiet CPU (tests of the guard
+    pass their own :class:`compress.deploy.QuietGuard`)."""
+    from compress.deploy import configure_quiet
+
+    configure_quiet(0.0)

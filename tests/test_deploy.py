@@ -249,10 +249,11 @@ def test_bench_fraction_of_peak(tiny_onnx: Path, tmp_path: Path) -> None:
 def test_latency_cli(tiny_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "latency.csv"
     rc = main(["latency", str(tiny_onnx), "--target", "cpu-ort-fp32", "--resolution", "480p30", "--n", "2",
-               "--warmup", "1", "--no-memory", "--variant", "tiny-v", "--out", str(out)])
+               "--warmup", "1", "--no-memory", "--variant", "tiny-v", "--out", str(out), "--quiet-wait", "0"])
     assert rc == 0 and "tiny-v" in capsys.readouterr().out
     df = pd.read_csv(out)
     assert list(df["variant"]) == ["tiny-v"] and (df["ms_median"] > 0).all()
+    assert (df["probe_gflops"] > 0).all() and (df["attempts"] == 1).all()  # the guard ran, and never waited
     assert main(["latency", str(tiny_onnx), "--target", "edge-npu", "--out", str(out)]) == 2
     assert "no measured target" in capsys.readouterr().err
 
@@ -495,3 +496,45 @@ def test_latency_cli_measures_a_results_folder(tiny_onnx: Path, tmp_path: Path,
     assert main([*argv, "--skip-done"]) == 0 and pd.read_csv(root / "latency.csv")["timestamp"].equals(lat["timestamp"])
     assert main(["latency", str(tiny_onnx), "--results", str(root)]) == 2
     assert "give no ONNX file" in capsys.readouterr().err
+
+
+def test_quiet_guard_repeats_a_timing_taken_while_the_cpu_was_slowed() -> None:
+    from compress.deploy import QuietGuard
+
+    # warm-up probes see 100 GFLOP/s; then a neighbour halves the CPU for two attempts
+    probes = iter([100.0] * 3 + [50.0, 100.0, 100.0, 45.0, 95.0, 90.0])
+    timings = iter([np.array([20.0]), np.array([21.0]), np.array([10.0])])
+    guard = QuietGuard(2, ratio=0.8, warm=3, pause_s=0.0, probe=lambda t: next(probes))
+    ms, probe, attempts = guard.measure(lambda: next(timings))
+    assert attempts == 3 and ms.tolist() == [10.0] and probe == 90.0
+    assert guard.reference == 100.0
+
+
+def test_quiet_guard_gives_up_after_its_wait_and_can_be_off() -> None:
+    from compress.deploy import QuietGuard
+
+    probes = iter([100.0, 10.0, 10.0])
+    slow = QuietGuard(1, ratio=0.9, warm=1, pause_s=0.0, max_wait_s=0.0, probe=lambda t: next(probes))
+    ms, probe, attempts = slow.measure(lambda: np.array([1.0]))
+    assert attempts == 1 and probe == 10.0  # kept, and the row shows how slow the CPU was
+
+    def never(threads: int) -> float:
+        raise AssertionError("probed while off")
+
+    off = QuietGuard(1, ratio=0.0, probe=never)
+    ms, probe, attempts = off.measure(lambda: np.array([2.0]))
+    assert ms.tolist() == [2.0] and probe is None and attempts == 1
+    with pytest.raises(CompressError):
+        QuietGuard(1, ratio=1.5)
+
+
+def test_cpu_probe_and_rows_record_it(tiny_onnx: Path) -> None:
+    from compress.deploy import QuietGuard, cpu_probe_gflops
+
+    assert cpu_probe_gflops(1, size=64, seconds=0.01) > 0
+    guard = QuietGuard(2, ratio=0.8, warm=2, max_wait_s=0.0)
+    recs = measure_latency(tiny_onnx, get_target("cpu-ort-fp32"), resolutions={"t": (32, 24)}, n=2, warmup=1,
+                           peak_memory=False, guard=guard)
+    assert recs[0].probe_gflops is not None and recs[0].probe_gflops > 0
+    assert recs[0].probe_ref_gflops is not None and recs[0].probe_ref_gflops >= recs[0].probe_gflops
+    assert recs[0].attempts == 1

@@ -265,6 +265,34 @@ def test_nncf_overflow_fix_reaches_the_first_layer(fix: str, tmp_path: Path, ima
         == pytest.approx(1.0, rel=0.01)  # only the first layer is affected
 
 
+@pytest.mark.parametrize("mode", ["symmetric", "asymmetric"])
+def test_nncf_act_mode_sets_the_activation_quantizers(mode: str, tmp_path: Path, images: list[Any]) -> None:
+    """act_mode: asymmetric gives every activation quantizer a zero point (NNCF's AsymmetricQuantizer); the
+    weights stay symmetric per channel; symmetric (the default) keeps zero point 0 everywhere."""
+    recipe = recipe_of(
+        "fast_arcnn", f"  - {{type: quantize, backend: nncf, mode: ptq, calibration_images: 2, act_mode: {mode}, "
+        f"{TINY}}}",
+    )
+    q, plans = run_stages(fresh("fast_arcnn"), recipe, context(recipe, tmp_path, images))
+    assert plans[0]["plan"]["act_mode"] == mode
+    from nncf.torch.quantization.layers import AsymmetricQuantizer, BaseQuantizer, SymmetricQuantizer
+
+    quantizers = [m for m in q.modules() if isinstance(m, BaseQuantizer)]
+    acts = [m for m in quantizers if not m.per_channel]
+    weights = [m for m in quantizers if m.per_channel]
+    assert len(acts) == 5 and len(weights) == 5  # the input and four PReLU outputs; five convolutions
+    assert all(isinstance(m, SymmetricQuantizer) for m in weights)
+    kind = AsymmetricQuantizer if mode == "asymmetric" else SymmetricQuantizer
+    assert all(isinstance(m, kind) for m in acts)
+
+
+def test_asymmetric_activations_are_nncf_only() -> None:
+    from compress.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="nncf only"):
+        recipe_of("arcnn", f"  - {{type: quantize, backend: brevitas, act_mode: asymmetric, {TINY}}}")
+
+
 @pytest.mark.parametrize("arch", STUDENTS)
 def test_fp32_onnx_matches_torch_at_any_size(arch: str, tmp_path: Path) -> None:
     model = fresh(arch)

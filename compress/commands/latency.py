@@ -35,6 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="registered model per ONNX file, in order, for the analytic activation peak")
     p.add_argument("--bench", action="store_true", help="720p, plus matmul-peak fractions (results/bench/)")
     p.add_argument("--out", help="latency.csv to upsert into (default results/bench/latency.csv)")
+    p.add_argument("--quiet-ratio", type=float, default=0.8, metavar="R",
+                   help="repeat a timing when a matmul probe before or after it got less than R x the best probe "
+                   "seen (a virtual machine slowed by its neighbours; 0: off; default 0.8)")
+    p.add_argument("--quiet-wait", type=float, default=120.0, metavar="S",
+                   help="give up waiting for a quiet CPU after S seconds per timing and keep the last one "
+                   "(default 120)")
     p.set_defaults(func=run)
 
 
@@ -44,7 +50,14 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from compress.cost import RESOLUTIONS
-    from compress.deploy import analytic_peak_mb, bench_latency, measure_latency, records_frame, write_latency
+    from compress.deploy import (
+        analytic_peak_mb,
+        bench_latency,
+        configure_quiet,
+        measure_latency,
+        records_frame,
+        write_latency,
+    )
     from compress.errors import CompressError
     from compress.targets import get_targets
 
@@ -52,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if not targets:
         raise CompressError("no measured target given (analytic targets have nothing to time)")
     res_map = {r: RESOLUTIONS[r] for r in (args.resolution or list(RESOLUTIONS))}
+    configure_quiet(args.quiet_ratio, args.quiet_wait)
     if args.results:
         if args.onnx or args.bench:
             raise CompressError("--results measures the folders' own ONNX files: give no ONNX file and no --bench")
@@ -92,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
                 frames.append(records_frame(recs))
         table = pd.concat(frames, ignore_index=True)
     cols = [c for c in ("variant", "target", "resolution", "precision_effective", "ms_median", "ms_p90", "load_avg",
+                        "probe_gflops", "attempts",
                         "peak_rss_mb", "analytic_peak_mb", "fps", "frac_fp32_peak") if c in table.columns]
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))

@@ -101,7 +101,8 @@ def canonical_json(data: Any) -> str:
 #: them: at that default they are left out of the hash, so adding them kept every earlier variant's id
 #: and cache key. (A key whose default changed behaviour, such as quantize.overflow_fix, is hashed.)
 HASH_NEUTRAL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "quantize": {"keep_float": [], "parent_l2": 0.0, "precision": "fp32", "channels_last": False},
+    "quantize": {"keep_float": [], "parent_l2": 0.0, "precision": "fp32", "channels_last": False,
+                 "act_mode": "symmetric"},
     "finetune": {"precision": "fp32", "channels_last": False},
     "distill": {"precision": "fp32", "channels_last": False},
 }

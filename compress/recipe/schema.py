@@ -55,6 +55,13 @@ class QuantMode(StrEnum):
     ptq = "ptq"
 
 
+class ActMode(StrEnum):
+    """How activations map onto 8-bit integers: symmetric (zero point 0) or asymmetric (a zero point per tensor)."""
+
+    symmetric = "symmetric"
+    asymmetric = "asymmetric"
+
+
 class OverflowFix(StrEnum):
     """NNCF's guard against int8 saturation on CPUs without VNNI: weights of the chosen layers use 7 of 8 bits."""
 
@@ -294,6 +301,12 @@ class QuantizeStage(TrainParams):
     weight_bits: int = Field(8, ge=2, le=8, description="weight bit width")
     act_bits: int = Field(8, ge=2, le=8, description="activation bit width")
     per_channel: bool = Field(True, description="one weight scale per output channel (else per tensor)")
+    act_mode: ActMode = Field(
+        ActMode.symmetric,
+        description="nncf only: symmetric activations (zero point 0: a signed PReLU output keeps 7 bits for its "
+        "positive side) or asymmetric (a zero point, all 256 levels over the calibrated range; OpenVINO runs "
+        "both as INT8 convolutions, onnxruntime fuses only zero point 0)",
+    )
     calibration_images: int = Field(32, ge=1, le=100_000, description="training patches used for calibration")
     loss: Loss = Field(Loss.l2, description="QAT loss to the ground truth")
     lr: float = Field(2e-5, gt=0, le=1, description="QAT peak learning rate")
@@ -311,6 +324,12 @@ class QuantizeStage(TrainParams):
         "against u8 x s8 saturation on CPUs without VNNI; on ARCNN first_layer costs 3 dB after calibration "
         "(measured), and onnxruntime on this AVX2 CPU matches torch without it",
     )
+
+    @model_validator(mode="after")
+    def _asymmetric_is_nncf(self) -> QuantizeStage:
+        if self.act_mode is ActMode.asymmetric and self.backend is not Backend.nncf:
+            raise ValueError("act_mode: asymmetric is implemented for backend nncf only")
+        return self
 
     @model_validator(mode="after")
     def _fp32_fake_quant(self) -> QuantizeStage:

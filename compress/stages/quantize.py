@@ -201,6 +201,7 @@ class NncfQuantizer:
     ) -> tuple[nn.Module, dict[str, Any]]:
         """See :meth:`Quantizer.quantize`."""
         nncf = _nncf()
+        from nncf.common.quantization.structs import QuantizationScheme
         from nncf.quantization.advanced_parameters import (
             AdvancedQuantizationParameters,
             OverflowFix,
@@ -210,7 +211,9 @@ class NncfQuantizer:
         model = copy.deepcopy(model).eval()
         advanced = AdvancedQuantizationParameters(
             weights_quantization_params=QuantizationParameters(num_bits=cfg.weight_bits, per_channel=cfg.per_channel),
-            activations_quantization_params=QuantizationParameters(num_bits=cfg.act_bits),
+            activations_quantization_params=QuantizationParameters(
+                num_bits=cfg.act_bits,
+                mode=QuantizationScheme.ASYMMETRIC if cfg.act_mode.value == "asymmetric" else None),
             overflow_fix={"disable": OverflowFix.DISABLE, "first_layer": OverflowFix.FIRST_LAYER,
                           "enable": OverflowFix.ENABLE}[cfg.overflow_fix.value],
         )
@@ -224,7 +227,7 @@ class NncfQuantizer:
         )
         config = {
             "backend": self.name, "weight_bits": cfg.weight_bits, "act_bits": cfg.act_bits,
-            "per_channel": cfg.per_channel, "overflow_fix": cfg.overflow_fix.value,
+            "per_channel": cfg.per_channel, "overflow_fix": cfg.overflow_fix.value, "act_mode": cfg.act_mode.value,
             "keep_float": list(cfg.keep_float), "nncf": nncf.torch.get_config(q),
         }
         return q, config
