@@ -14,7 +14,7 @@ and, per resolution (480p / 720p / 1080p by default):
    file lock serialises concurrent ``compress`` processes), with the 1-minute load average recorded.
    A virtual machine's cores can be slowed by its neighbours without any load showing in it (2-2.5x on
    the 2-core Xeon here, in bursts of seconds): a short matmul probe before and after each measurement
-   (:class:`QuietGuard`) compares the CPU share this process gets with the best seen, and a measurement
+   (:class:`QuietGuard`) compares the CPU share this process gets with what it usually gets, and a measurement
    taken while it was below ``quiet_ratio`` of it is repeated (up to a wait limit); the probe and the
    attempts are recorded with the timing;
 3. measures **peak memory** as the peak RSS rise of a fresh subprocess over one inference (its session
@@ -658,7 +658,7 @@ def time_runner(run: Runner, x: F32, *, n: int, warmup: int) -> NDArray[np.float
     return out
 
 
-def cpu_probe_gflops(threads: int, *, size: int = 384, seconds: float = 0.04) -> float:
+def cpu_probe_gflops(threads: int, *, size: int = 384, seconds: float = 0.08) -> float:
     """GFLOP/s of fp32 ``size`` x ``size`` matmuls on ``threads`` torch threads for about ``seconds``.
 
     A cheap reading of the CPU share this process gets right now: on a shared virtual machine it drops
@@ -686,28 +686,34 @@ def cpu_probe_gflops(threads: int, *, size: int = 384, seconds: float = 0.04) ->
 class QuietGuard:
     """Repeat a timing taken while the CPU was slowed from outside (a shared VM's noisy neighbours).
 
-    The reference is the best :func:`cpu_probe_gflops` seen by this guard (warmed with ``warm`` probes
-    first); a measurement counts as quiet when the probes before and after it both reach ``ratio`` x the
-    reference. :meth:`measure` retries a measurement that was not quiet, sleeping ``pause_s`` between
-    attempts, until ``max_wait_s`` have passed; then it keeps the last attempt (the row records the
-    probe, the reference and the attempts, so such a row can be told apart). ``ratio`` 0 turns it off.
+    The reference is the 90th percentile of the :func:`cpu_probe_gflops` readings this guard has taken
+    (``warm`` of them first; a percentile, not the maximum, because single probes are noisy). A
+    measurement counts as quiet when the probes before and after it both reach ``ratio`` x the reference.
+    :meth:`measure` retries a measurement that was not quiet, sleeping ``pause_s`` between attempts, until
+    ``max_wait_s`` have passed; then it keeps the last attempt (the row records the probe, the reference
+    and the attempts, so such a row can be told apart). ``ratio`` 0 turns it off.
     """
 
-    def __init__(self, threads: int, *, ratio: float = 0.8, max_wait_s: float = 120.0, pause_s: float = 1.0,
+    def __init__(self, threads: int, *, ratio: float = 0.75, max_wait_s: float = 120.0, pause_s: float = 1.0,
                  warm: int = 5, probe: Callable[[int], float] | None = None) -> None:
         if not 0.0 <= ratio <= 1.0:
             raise CompressError(f"quiet ratio must be in [0, 1], got {ratio}")
         self.threads, self.ratio, self.max_wait_s, self.pause_s = threads, ratio, max_wait_s, pause_s
         self._probe = probe or cpu_probe_gflops
-        self.reference = 0.0
+        self.readings: list[float] = []
         if ratio > 0:
             for _ in range(warm):
                 self.probe()
 
+    @property
+    def reference(self) -> float:
+        """The 90th percentile of the probes so far (0 before any)."""
+        return float(np.percentile(self.readings, 90)) if self.readings else 0.0
+
     def probe(self) -> float:
-        """One probe; raises the reference when it is the best yet."""
+        """One probe, kept for the reference."""
         g = self._probe(self.threads)
-        self.reference = max(self.reference, g)
+        self.readings.append(g)
         return g
 
     def measure(self, fn: Callable[[], NDArray[np.float64]]) -> tuple[NDArray[np.float64], float | None, int]:
@@ -726,10 +732,10 @@ class QuietGuard:
 
 
 _GUARDS: dict[int, QuietGuard] = {}
-_QUIET = {"ratio": 0.8, "max_wait_s": 120.0}
+_QUIET = {"ratio": 0.75, "max_wait_s": 60.0}
 
 
-def configure_quiet(ratio: float = 0.8, max_wait_s: float = 120.0) -> None:
+def configure_quiet(ratio: float = 0.75, max_wait_s: float = 60.0) -> None:
     """Settings of the guards :func:`default_guard` makes from now on (``compress latency --quiet-ratio``)."""
     if not 0.0 <= ratio <= 1.0:
         raise CompressError(f"quiet ratio must be in [0, 1], got {ratio}")
@@ -833,7 +839,7 @@ def measure_latency(
             ``cost.csv``), written beside the measured one.
         lock: hold :func:`machine_lock` while timing.
         guard: repeats timings taken while the CPU was slowed from outside (default: a
-            :class:`QuietGuard` with ratio 0.8 on the target's threads; ``QuietGuard(t, ratio=0)`` is off).
+            :class:`QuietGuard` with ratio 0.75 on the target's threads; ``QuietGuard(t, ratio=0)`` is off).
 
     Returns:
         One :class:`LatencyRecord` per resolution.

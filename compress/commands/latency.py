@@ -35,12 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="registered model per ONNX file, in order, for the analytic activation peak")
     p.add_argument("--bench", action="store_true", help="720p, plus matmul-peak fractions (results/bench/)")
     p.add_argument("--out", help="latency.csv to upsert into (default results/bench/latency.csv)")
-    p.add_argument("--quiet-ratio", type=float, default=0.8, metavar="R",
-                   help="repeat a timing when a matmul probe before or after it got less than R x the best probe "
-                   "seen (a virtual machine slowed by its neighbours; 0: off; default 0.8)")
-    p.add_argument("--quiet-wait", type=float, default=120.0, metavar="S",
+    p.add_argument("--quiet-ratio", type=float, default=0.75, metavar="R",
+                   help="repeat a timing when a matmul probe before or after it got less than R x the 90th "
+                   "percentile of the probes so far (a virtual machine slowed by its neighbours; 0: off; "
+                   "default 0.75)")
+    p.add_argument("--quiet-wait", type=float, default=60.0, metavar="S",
                    help="give up waiting for a quiet CPU after S seconds per timing and keep the last one "
-                   "(default 120)")
+                   "(default 60)")
     p.set_defaults(func=run)
 
 

@@ -105,6 +105,7 @@ HASH_NEUTRAL_DEFAULTS: dict[str, dict[str, Any]] = {
                  "act_mode": "symmetric"},
     "finetune": {"precision": "fp32", "channels_last": False},
     "distill": {"precision": "fp32", "channels_last": False},
+    "export": {"subpixel": False},
 }
 
 

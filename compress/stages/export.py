@@ -125,6 +125,10 @@ def export_and_check(model: nn.Module, cfg: ExportStage, path: Path, ctx: StageC
     quant = ctx.quant if fmt is ExportFormat.qdq else None
     export_onnx(model, path, channels=ctx.channels, quant=quant, opset=cfg.opset, dynamic_hw=cfg.dynamic_hw)
     plan: dict[str, Any] = {"format": fmt.value, "opset": cfg.opset, "dynamic_hw": cfg.dynamic_hw, "file": path.name}
+    if cfg.subpixel:
+        from compress.subpixel import rewrite_subpixel
+
+        plan["subpixel_rewrites"] = rewrite_subpixel(path)  # checked against torch below like any export
     if cfg.check:
         sizes = CHECK_SIZES if cfg.dynamic_hw else (TRACE_SIZE,)
         if fmt is ExportFormat.qdq:
