@@ -125,6 +125,10 @@ LATENCY_COLUMNS: dict[str, str] = {  # written by compress.deploy (LatencyRecord
     "timestamp": "when it was measured (UTC)",
     "graph_signature": "SHA-256 of the graph's structure without names or weight values (compress.deploy."
     "graph_signature): variants sharing it cost the same, and fronts use the median of their latencies",
+    "probe_gflops": "fp32 matmul GFLOP/s of the CPU probe around the accepted timing (the lower of before / after; "
+    "compress.deploy.QuietGuard): how much of the CPU the timing got; empty before the guard existed",
+    "probe_ref_gflops": "the guard's reference then: the 90th percentile of its probes in that process",
+    "attempts": "timings taken until one was quiet (probe >= 0.75 x reference) or the wait ran out",
 }
 
 DEPLOYED_COLUMNS: dict[str, str] = {  # written by compress.deployed
@@ -518,7 +522,11 @@ def results_readme() -> str:
         "of the matmul peak measured in the same run; `note` says why a row was not measured |",
         "| `eval_time.csv` | wall time of a whole LIVE1 evaluation per model |",
         "| `avx512-bf16/` | the same files measured on a second machine (`compress bench ... --out "
-        "results/bench/avx512-bf16`: AVX-512 with VNNI and BF16); the top-level files are the AVX2 machine's |",
+        "results/bench/avx512-bf16`: AVX-512 with VNNI and BF16), and that machine's `speed_goal.md` / `.csv` "
+        "(`compress bench speedgoal --machine 'AMD EPYC [avx512+vnni+bf16]' --out results/bench/avx512-bf16`); "
+        "the top-level files are the AVX2 machine's, except `speed_goal.*`, which follow the machine that timed last |",
+        "| `avx512-amx/latency.csv` | `compress bench latency` on the third machine (Xeon with AMX, shared with busy "
+        "neighbours: see `probe_gflops`) |",
         "| `latency.csv` | per-target ms/frame at 720p and the fraction of the matmul peak reached |",
         "| `speed_goal.csv` / `.md` | `compress bench speedgoal`, from the results folders' `quality.csv` + "
         "`latency.csv` only: per target x resolution, the fastest timed variant with LIVE1 q10 `idcn-rgb` PSNR >= "
