@@ -694,7 +694,7 @@ class QuietGuard:
     and the attempts, so such a row can be told apart). ``ratio`` 0 turns it off.
     """
 
-    def __init__(self, threads: int, *, ratio: float = 0.75, max_wait_s: float = 120.0, pause_s: float = 1.0,
+    def __init__(self, threads: int, *, ratio: float = 0.75, max_wait_s: float = 60.0, pause_s: float = 1.0,
                  warm: int = 5, probe: Callable[[int], float] | None = None) -> None:
         if not 0.0 <= ratio <= 1.0:
             raise CompressError(f"quiet ratio must be in [0, 1], got {ratio}")
@@ -737,8 +737,7 @@ _QUIET = {"ratio": 0.75, "max_wait_s": 60.0}
 
 def configure_quiet(ratio: float = 0.75, max_wait_s: float = 60.0) -> None:
     """Settings of the guards :func:`default_guard` makes from now on (``compress latency --quiet-ratio``)."""
-    if not 0.0 <= ratio <= 1.0:
-        raise CompressError(f"quiet ratio must be in [0, 1], got {ratio}")
+    QuietGuard(1, ratio=ratio, warm=0)  # validates the ratio now, not at the first timing
     _QUIET.update(ratio=ratio, max_wait_s=max_wait_s)
     _GUARDS.clear()
 

@@ -136,7 +136,7 @@ def rewrite_subpixel(src: str | Path, dst: str | Path | None = None) -> int:
             prev = producers.get(name)
         w = numpy_helper.to_array(inits[name]) if name in inits and consumers.get(name, 0) == 1 else None
         found = _rewritable(_attrs(node), tuple(w.shape)) if w is not None else None
-        if w is None or found is None or (prev is not None and name not in inits):
+        if w is None or found is None:
             new_nodes.append(node)
             continue
         s, p = found
