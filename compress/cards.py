@@ -91,10 +91,12 @@ def render_card(card: ModelCard) -> str:
     validated = c.get("val_dataset") and int(c.get("val_every") or 0) <= int(c.get("steps") or 0)
     which = "the best validation step" if validated else "the final step (no validation during training)"
     val = (f", validation `{c.get('val_dataset', '?')}` (first {c.get('val_limit')})" if validated else "")
+    opts = c.get("arch_kwargs") or {}
+    arch = f"`{card.arch}` with `{json.dumps(opts, separators=(', ', ': '))}`" if opts else f"`{card.arch}`"
     lines = [
         f"# {card.name}",
         "",
-        f"`{card.arch}` ({card.params:,} parameters, {card.channels} channel{'s' if card.channels > 1 else ''}, "
+        f"{arch} ({card.params:,} parameters, {card.channels} channel{'s' if card.channels > 1 else ''}, "
         f"colour `{card.color}`), trained here for JPEG quality {', '.join(map(str, card.qualities))}.",
         "",
         "| | |",

@@ -76,6 +76,31 @@ def test_fast_arcnn_odd_sizes_match_even_padding() -> None:
         assert torch.allclose(m(x), m(xp)[..., :49, :51])
 
 
+@pytest.mark.parametrize("kwargs", [{"stride": 4, "features": (64, 48, 48, 64)}, {"mid_kernel": 3}])
+def test_fast_arcnn_options_keep_size_and_cut_macs(kwargs: dict) -> None:
+    """Recipe-level options (``arch_kwargs``): stride 4 runs the middle at 1/16 of the pixels. With one
+    middle layer the reference's layer names stay; the encoder is always ``base.0`` and the decoder ``last``."""
+    from compress.cost import profile_frame
+
+    m = build_model("fast_arcnn", **kwargs).eval()
+    ref = build_model("fast_arcnn")
+    assert [n for n, _ in m.named_modules()] == [n for n, _ in ref.named_modules()]
+    for hw in ((49, 51), (24, 24), (30, 34)):
+        with torch.no_grad():
+            assert m(torch.rand(1, 3, *hw)).shape[-2:] == hw
+    deep = build_model("fast_arcnn", stride=4, features=(64, 64, 64, 64), mid_kernel=3, mid_layers=4)
+    convs = [n for n, mod in deep.named_modules() if isinstance(mod, torch.nn.Conv2d | torch.nn.ConvTranspose2d)]
+    assert convs[0] == "base.0" and convs[-1] == "last" and len(convs) == 8
+    assert profile_frame(m, 3, 1280, 720).macs_true < 0.6 * profile_frame(ref, 3, 1280, 720).macs_true
+
+
+def test_fast_arcnn_refuses_bad_options() -> None:
+    with pytest.raises(ValueError, match="stride must be 2 or 4"):
+        build_model("fast_arcnn", stride=3)
+    with pytest.raises(ValueError, match="mid_kernel must be odd"):
+        build_model("fast_arcnn", mid_kernel=4)
+
+
 WEIGHTS = Path(os.environ.get("COMPRESS_WEIGHTS", Path(__file__).resolve().parents[2] / "shared" / "weights"))
 
 

@@ -18,7 +18,7 @@ from compress.subpixel import rewrite_subpixel, subpixel_kernel
 
 
 @pytest.mark.parametrize(("k", "p"), [(9, 4), (5, 2), (3, 1), (7, 3)])
-@pytest.mark.parametrize("s", [2, 3])
+@pytest.mark.parametrize("s", [2, 3, 4])
 def test_kernel_reproduces_the_transposed_convolution(k: int, p: int, s: int) -> None:
     g = torch.Generator().manual_seed(k * 10 + s)
     w = torch.randn(6, 4, k, k, generator=g)

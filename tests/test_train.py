@@ -143,6 +143,17 @@ def test_identity_init_starts_at_the_input(name: str) -> None:
                and p.shape[0] > 12)
 
 
+def test_identity_init_of_the_stride_4_fast_arcnn() -> None:
+    """The 4x4 space-to-depth needs 48 carried channels: (64, 48, 48, 64) carries them, the reference widths do not."""
+    m = build_model("fast_arcnn", stride=4, features=(64, 48, 48, 64), mid_kernel=5)
+    assert init_identity_(m)
+    for h, w in ((40, 40), (49, 51), (26, 30)):  # padded to multiples of 4 and cropped back
+        x = torch.rand(1, 3, h, w)
+        with torch.no_grad():
+            assert torch.allclose(m(x), x, atol=1e-6)
+    assert not init_identity_(build_model("fast_arcnn", stride=4))  # 32 < 3 x 4 x 4
+
+
 def test_identity_init_refuses_what_it_cannot_make_the_identity() -> None:
     from torch import nn
 

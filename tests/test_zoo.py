@@ -33,9 +33,10 @@ def test_checkpoint_loads_and_is_small(name: str) -> None:
     card = read_card(MODELS_DIR / name)
     assert meta["arch"] == card.arch and sum(p.numel() for p in model.parameters()) == card.params
     if card.arch in ("arcnn", "fast_arcnn"):
-        # the reference implementation's module layout takes the same state dict, key for key
+        # the reference implementation's module layout (with the card's architecture options, if any)
+        # takes the same state dict, key for key
         tensors, _ = read_checkpoint(path)
-        ref = build_model(card.arch)
+        ref = build_model(card.arch, **card.train_config.get("arch_kwargs", {}))
         ref.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("_extra.")}, strict=True)
 
 

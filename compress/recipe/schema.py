@@ -115,7 +115,11 @@ class Student(Strict):
         description="weights: a .safetensors path, or a models/ name (models/<name>/best.safetensors); "
         "null = freshly initialised",
     )
-    arch_kwargs: dict[str, Any] = Field(default_factory=dict, description="architecture options, e.g. act: relu")
+    arch_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="architecture options, e.g. act: relu; fast_arcnn also stride (2, 4), mid_kernel, mid_layers, "
+        "features",
+    )
     if_missing: MissingPolicy = Field(
         MissingPolicy.error,
         description="when the checkpoint file does not exist: error, or init (fresh weights, with a warning)",
