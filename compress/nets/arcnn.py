@@ -58,9 +58,9 @@ class FastARCNN(nn.Module):
 
     The reference maps an odd-sized input to a larger output (49x51 -> 50x52). This module pads the
     input to a multiple of the stride (replicate) and crops the output back, so every model keeps the
-    input size; with the default options the parameters and state-dict keys are the reference's. (An
-    exported ONNX graph has no such padding: sizes that are not a multiple of the stride come out
-    larger, top-left aligned, as from the reference.)
+    input size; with the default options the parameters and state-dict keys are the reference's. The
+    padding and the crop are traced into exported ONNX graphs (Shape / Mod / Pad ... Slice), so an
+    exported model keeps the input size too.
 
     Options (recipe ``arch_kwargs``; the defaults are the reference): ``stride`` 2 or 4 of the encoder and
     the transposed-conv decoder (input padded to a multiple of it), ``mid_kernel`` and ``mid_layers`` of

@@ -1,0 +1,34 @@
+"""What the repository commits under results/: per-variant weights and graphs only for Pareto-front members."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# read by a shipped recipe (recipes/qat-fast-arcnn-q10-long.yaml: QAT of the fine-tuned control)
+READ_BY_RECIPES = {"results/finetune-fast-arcnn-q10-long/base-c318794b/weights.safetensors"}
+
+
+def _tracked(*patterns: str) -> list[str]:
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    out = subprocess.run(["git", "ls-files", *patterns], cwd=ROOT, capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+def test_committed_weights_and_graphs_are_front_members() -> None:
+    members = set()
+    for front in (ROOT / "results" / "fronts").glob("*/front.csv"):
+        with front.open(newline="") as fh:
+            members |= {f"results/{row['results']}/{row['variant']}" for row in csv.DictReader(fh)}
+    assert members, "no fronts in results/fronts"
+    tracked = _tracked("results/*/*/model.onnx", "results/*/*/weights.safetensors")
+    stray = [p for p in tracked if p.rsplit("/", 1)[0] not in members and p not in READ_BY_RECIPES]
+    assert not stray, f"weights / ONNX committed for variants on no front: {stray[:5]} ({len(stray)} in all)"
+    for p in READ_BY_RECIPES:
+        assert p in tracked, f"{p} is read by a shipped recipe and must stay committed"
