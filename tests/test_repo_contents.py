@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,8 +11,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# read by a shipped recipe (recipes/qat-fast-arcnn-q10-long.yaml: QAT of the fine-tuned control)
-READ_BY_RECIPES = {"results/finetune-fast-arcnn-q10-long/base-c318794b/weights.safetensors"}
+# variant weights a shipped recipe reads as its student checkpoint (e.g. qat-fast-arcnn-q10-long.yaml's control)
+READ_BY_RECIPES = {
+    m
+    for r in (ROOT / "recipes").glob("*.yaml")
+    for m in re.findall(r"results/[\w.-]+/[\w.-]+/weights\.safetensors", r.read_text())
+}
 
 
 def _tracked(*patterns: str) -> list[str]:

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from compress.recipe.train_recipe import Color, Init, Loss, Precision, Strict
+from compress.recipe.train_recipe import ARCH_KWARGS_HELP, Color, Init, Loss, Precision, Strict
 
 SCHEMA_VERSION = 1
 """The recipe format version this code reads (``schema_version``)."""
@@ -115,11 +115,7 @@ class Student(Strict):
         description="weights: a .safetensors path, or a models/ name (models/<name>/best.safetensors); "
         "null = freshly initialised",
     )
-    arch_kwargs: dict[str, Any] = Field(
-        default_factory=dict,
-        description="architecture options, e.g. act: relu; fast_arcnn also stride (2, 4), mid_kernel, mid_layers, "
-        "features",
-    )
+    arch_kwargs: dict[str, Any] = Field(default_factory=dict, description=ARCH_KWARGS_HELP)
     if_missing: MissingPolicy = Field(
         MissingPolicy.error,
         description="when the checkpoint file does not exist: error, or init (fresh weights, with a warning)",

@@ -16,6 +16,11 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 1
 
 
+ARCH_KWARGS_HELP = (
+    "architecture options, e.g. act: relu; fast_arcnn also stride (2, 4), mid_kernel, mid_layers, features"
+)
+"""Meaning of ``arch_kwargs`` in training and compression recipes (one text for both schemas)."""
+
 class Color(StrEnum):
     rgb = "rgb"
     y = "y"
@@ -67,11 +72,7 @@ class TrainRecipe(Strict):
     kind: str = Field("train", pattern="^train$", description="always 'train' for training recipes")
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="run name; checkpoints go to models/<name>")
     arch: str = Field(..., description="registered model name (see compress profile)")
-    arch_kwargs: dict[str, Any] = Field(
-        default_factory=dict,
-        description="architecture options, e.g. act: relu; fast_arcnn also stride (2, 4), mid_kernel, mid_layers, "
-        "features",
-    )
+    arch_kwargs: dict[str, Any] = Field(default_factory=dict, description=ARCH_KWARGS_HELP)
     color: Color = Field(Color.rgb, description="rgb, or y (MATLAB rgb2ycbcr luma)")
     qualities: tuple[int, ...] = Field((10,), min_length=1, description="JPEG qualities; several = quality-blind")
     data: TrainData = Field(default_factory=TrainData, description="training and validation images")  # type: ignore[arg-type]
