@@ -19,6 +19,7 @@ of the input checkpoint files), unless ``force``.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import shutil
 import time
@@ -248,6 +249,34 @@ def _cost_rows(model: nn.Module, recipe: Recipe, variant: Variant) -> list[dict[
     ]
 
 
+ATTEMPT_FILE = "attempt.json"
+"""In a variant folder while it runs: the run key of the attempt (removed once ``done.json`` is written)."""
+
+
+def _clear_for_run(folder: Path, key: str, *, keep_stages: bool) -> bool:
+    """Make ``folder`` ready for a run with ``key``; True when an interrupted attempt's stages are kept.
+
+    An interrupted attempt with the same run key (same resolved recipe and inputs) keeps its ``stages/``
+    folder, where training stages checkpoint every :data:`compress.stages.base.STAGE_CKPT_EVERY` steps and
+    resume exactly (each stage also checks that it starts from the same model). Everything else, and any
+    folder of another key or of a forced run, is removed: no mix of old and new artifacts.
+    """
+    previous = None
+    try:
+        previous = json.loads((folder / ATTEMPT_FILE).read_text()).get("run_key")
+    except (OSError, ValueError, AttributeError):
+        pass
+    keep = keep_stages and previous == key and (folder / "stages").is_dir()
+    if folder.exists():
+        for child in folder.iterdir():
+            if keep and child.name == "stages":
+                continue
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / ATTEMPT_FILE).write_text(json.dumps({"run_key": key}) + "\n")
+    return keep
+
+
 def run_variant(variant: Variant, opts: RunOptions, out: Callable[[str], None] = print) -> VariantOutcome:
     """Run one variant into its folder (or skip it when done with the same run key)."""
     from compress import results
@@ -267,9 +296,9 @@ def run_variant(variant: Variant, opts: RunOptions, out: Callable[[str], None] =
         r, folder, data_root=opts.data_root, threads=opts.threads or torch.get_num_threads(), progress=opts.progress
     )
     model, base = load_student_or_teacher(r.student, r.data.channels, "student", ctx.note)  # a bad file: no folder
-    if folder.exists():
-        shutil.rmtree(folder)  # a stale, interrupted or forced variant starts clean: no mix of old and new artifacts
-    folder.mkdir(parents=True)
+    resumed = _clear_for_run(folder, key, keep_stages=not opts.force)
+    if resumed:
+        out(f"  resuming: the training stages continue from {folder / 'stages'}")
     header = f"# variant {variant.id} of {variant.source}; resolved (no sweep)\n"
     results.write_yaml(folder / "recipe.yaml", variant.resolved(), header)
     stages = list(r.stages)
@@ -316,6 +345,7 @@ def run_variant(variant: Variant, opts: RunOptions, out: Callable[[str], None] =
     seconds = time.perf_counter() - t0
     results.write_done(folder, {"run_key": key, "variant": variant.id, "finished": prov["created"],
                                 "seconds": round(seconds, 1), "inputs": inputs, "notes": ctx.notes})
+    (folder / ATTEMPT_FILE).unlink(missing_ok=True)
     return VariantOutcome(r.name, variant.id, "ran", folder, seconds)
 
 
@@ -341,11 +371,18 @@ def run_recipes(
     files = load_recipes(paths, check_files=not dry_run)
     variants = select_variants(files, only)
     if dry_run:
-        out(f"{'variant':<44} {'params':>9} {'TFLOPS@720p30':>13}  stages")
+        out(f"{'variant':<44} {'params':>9} {'TFLOPS@720p30':>13} {'(true)':>7}  stages")
         for v in variants:
             est = estimate_cost(v)
-            out(f"{v.recipe.name + '/' + v.id:<44} {est['params']:>9,} {est['tflops_720p30']:>13.3f}  {describe(v)}")
-        out(f"{len(variants)} variant(s); cost estimated from a fresh student with the prune stages' shapes")
+            out(
+                f"{v.recipe.name + '/' + v.id:<44} {est['params']:>9,} {est['tflops_720p30']:>13.3f} "
+                f"{est['tflops_true_720p30']:>7.3f}  {describe(v)}"
+            )
+        out(
+            f"{len(variants)} variant(s); cost estimated from a fresh student with the prune stages' shapes; "
+            "TFLOPS: the brief's convention (thop MACs x 30), (true): transposed convolutions charged per input "
+            "pixel, the figure the fronts use"
+        )
         return [VariantOutcome(v.recipe.name, v.id, "planned", variant_dir(opts.results_dir, v)) for v in variants]
     check_data(variants, opts.data_root)
     from compress.executors import run_variants

@@ -395,7 +395,7 @@ class Trainer:
     def _save(self, name: str, *, with_optimizer: bool) -> None:
         if not self.main:
             return
-        extra = _optimizer_tensors(self.opt) if with_optimizer else {}
+        extra = self.resume_tensors() if with_optimizer else {}
         path = self.out / name
         if self.save_fn is not None:
             self.save_fn(path, self.model, self._meta(), extra)
@@ -411,6 +411,10 @@ class Trainer:
             )
         st = asdict(self.state)
         atomic_write_bytes(self.out / "state.json", json.dumps(st, indent=1).encode())
+
+    def resume_tensors(self) -> dict[str, torch.Tensor]:
+        """What ``last.safetensors`` holds besides the model to resume exactly: the optimizer's state."""
+        return _optimizer_tensors(self.opt)
 
     def checkpoint(self) -> None:
         self._save("last.safetensors", with_optimizer=True)

@@ -124,6 +124,10 @@ def test_dry_run_lists_variants_and_cost(tmp_path: Path, capsys: pytest.CaptureF
     assert main(["run", str(recipe), "--dry-run", "--results", str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out
     assert "tiny/ratio0.25-" in out and "TFLOPS@720p30" in out and "2 variant(s)" in out
+    # Fast ARCNN's transposed-conv decoder: the brief's convention charges it as if zero-inserted, the true
+    # figure (the one the fronts use) per input pixel, so the second column is the smaller
+    row = next(line for line in out.splitlines() if line.startswith("tiny/ratio0.25-")).split()
+    assert float(row[3]) < float(row[2])
     assert not (tmp_path / "r").exists()
     assert main(["run", str(recipe), "--dry-run", "--only", "nope"]) == 2
 

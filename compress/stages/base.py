@@ -210,11 +210,16 @@ def output_layer(model: nn.Module) -> nn.Module:
 
 
 class PatchTrainer(Trainer):
-    """The training loop fed from a stage context's training images instead of a folder."""
+    """The training loop fed from a stage context's training images instead of a folder.
+
+    Its checkpoints (``save_fn`` = :func:`_save_weights`) hold the model, the optimizer state and the
+    stage's extra parameters (distillation adapters), so a stage resumes exactly where it stopped.
+    """
 
     def __init__(self, cfg: TrainConfig, ctx: StageContext, **kwargs: Any) -> None:
         super().__init__(cfg, **kwargs)
         self.ctx = ctx
+        self.extra_params: list[nn.Parameter] = list(kwargs.get("extra_params") or [])
 
     def training_images(self) -> list[NDArray[np.uint8]]:
         """The recipe's training images, decoded once per variant by the context."""
@@ -226,16 +231,82 @@ class PatchTrainer(Trainer):
         for i in range(start, self.cfg.steps):
             yield ds[i]
 
+    def resume_tensors(self) -> dict[str, torch.Tensor]:
+        """The optimizer's tensors and the extra parameters' values."""
+        return {**super().resume_tensors(), **_extra_param_tensors(self.extra_params)}
+
+    def try_resume(self) -> bool:
+        if not super().try_resume():
+            return False
+        from compress.checkpoint import read_checkpoint
+
+        tensors, _ = read_checkpoint(self.out / "last.safetensors")
+        with torch.no_grad():
+            for i, p in enumerate(self.extra_params):
+                key = f"{EXTRA_PARAM_PREFIX}{i}"
+                if key not in tensors:
+                    raise CheckpointError(f"{self.out / 'last.safetensors'}: no {key} (extra parameter {i})")
+                p.copy_(tensors[key])
+        return True
+
+
+EXTRA_PARAM_PREFIX = "_extra._param."
+"""Key prefix of a stage's extra parameters (adapters) in its checkpoints (``compress.checkpoint.EXTRA_PREFIX``
++ ``_param.``): skipped when the model loads."""
+
+STAGE_CKPT_EVERY = 1000
+"""Training stages checkpoint (model, optimizer, adapters) every this many steps, and at the end."""
+
+
+def _extra_param_tensors(params: list[nn.Parameter]) -> dict[str, torch.Tensor]:
+    return {f"_param.{i}": p.detach().cpu().contiguous() for i, p in enumerate(params)}
+
 
 def _save_weights(path: Path, model: nn.Module, meta: dict[str, Any], extra: dict[str, torch.Tensor]) -> None:
-    """Stage checkpoints: the model's tensors only (the optimizer state is not needed to resume a stage)."""
+    """A stage checkpoint: the model's tensors, plus the optimizer's (``extra``) in ``last.safetensors``."""
     from safetensors.torch import save
 
+    from compress.checkpoint import EXTRA_PREFIX
     from compress.fsio import atomic_write_bytes
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors.update({EXTRA_PREFIX + k: v.detach().cpu().contiguous() for k, v in extra.items()})
     text = {k: v if isinstance(v, str) else json.dumps(v, default=str) for k, v in meta.items()}
     atomic_write_bytes(path, save(tensors, metadata=text))
+
+
+def state_fingerprint(model: nn.Module, extra_params: list[nn.Parameter] | None = None) -> str:
+    """SHA-256 of a model's state-dict tensors (names, shapes, dtypes, values) and of extra parameters."""
+    import hashlib
+
+    h = hashlib.sha256()
+    items = list(model.state_dict().items()) + [(f"extra.{i}", p) for i, p in enumerate(extra_params or [])]
+    for k, v in items:
+        t = v.detach().cpu()
+        h.update(f"{k}|{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(t.reshape(-1).contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _keep_or_clear_stage_dir(out: Path, fingerprint: str) -> bool:
+    """Keep a stage folder's checkpoint only if it was started from this very model; True if kept.
+
+    ``start.json`` records the fingerprint of the model (and adapters) the stage started from. A
+    checkpoint left by a run that started elsewhere (other pruned channels, other calibration) is
+    deleted with its folder, so a resumed stage never continues someone else's training.
+    """
+    import shutil
+
+    start = out / "start.json"
+    try:
+        kept = json.loads(start.read_text()).get("fingerprint") == fingerprint
+    except (OSError, ValueError):
+        kept = False
+    if not kept:
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        start.write_text(json.dumps({"fingerprint": fingerprint}) + "\n")
+    return kept and (out / "last.safetensors").is_file()
 
 
 def train_stage(
@@ -268,12 +339,16 @@ def train_stage(
         precision=cfg.precision.value,
         channels_last=cfg.channels_last,
         val_dataset="",
-        ckpt_every=cfg.steps,  # one checkpoint, at the end: stages are short and re-run whole
+        ckpt_every=min(cfg.steps, STAGE_CKPT_EVERY),
     )
+    out = Path(tcfg.outputs_dir)
+    resumable = _keep_or_clear_stage_dir(out, state_fingerprint(model, extra_params))
     trainer = PatchTrainer(
         tcfg, ctx, model=model, loss_fn=loss_fn, extra_params=extra_params, save_fn=_save_weights,
         progress=ctx.progress,
     )
-    state = trainer.fit()
+    state = trainer.fit(resume=resumable)
+    if resumable:
+        log.info("stage %d resumed from %s", ctx.stage_index, out / "last.safetensors")
     ctx.train_wall_s += state.wall_s
     return {"steps": state.step, "wall_s": round(state.wall_s, 2)}
