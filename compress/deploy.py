@@ -54,7 +54,7 @@ from numpy.typing import NDArray
 from compress.errors import CompressError
 from compress.fsio import atomic_write
 from compress.registry import Registry
-from compress.targets import Precision, Runtime, Target
+from compress.targets import FrameIO, Precision, Runtime, Target
 
 F32 = NDArray[np.float32]
 MIB = 1024.0**2
@@ -135,7 +135,7 @@ class LatencyRecord:
 
 
 class Runner(Protocol):
-    """A loaded model: one frame in, one frame out."""
+    """A loaded model: one frame in, one frame out (float32 NCHW, or uint8 NHWC for ``u8-nhwc`` targets)."""
 
     def __call__(self, x: F32) -> F32: ...
 
@@ -154,7 +154,15 @@ class Backend:
     """A runtime: ``prepare`` makes the artifact once, ``load`` compiles it for one frame size."""
 
     prepare: Callable[[Path, Precision, Path, Sequence[F32]], Artifact]
-    load: Callable[[Artifact, int, int, int, int], Loaded]  # artifact, threads, channels, height, width
+    load: Callable[[Artifact, int, int, int, int, FrameIO], Loaded]  # artifact, threads, channels, height, width, io
+
+
+def frame_input(io: FrameIO, channels: int, height: int, width: int, seed: int = 0) -> NDArray[Any]:
+    """A random frame in the format ``io`` names: float32 ``(1, C, H, W)`` in [0, 1] or uint8 ``(1, H, W, C)``."""
+    rng = np.random.default_rng(seed)
+    if io is FrameIO.u8_nhwc:
+        return rng.integers(0, 256, (1, height, width, channels), dtype=np.uint8)
+    return rng.random((1, channels, height, width), dtype=np.float32)
 
 
 BACKENDS: Registry[Backend] = Registry("runtime")
@@ -377,8 +385,13 @@ def _ort_prepare(onnx_path: Path, precision: Precision, work: Path, calibration:
     return Artifact(dyn, ArtifactFormat.onnx, precision)
 
 
-def _ort_load(art: Artifact, threads: int, channels: int, height: int, width: int) -> Loaded:
+def _ort_load(
+    art: Artifact, threads: int, channels: int, height: int, width: int, io: FrameIO = FrameIO.f32_nchw
+) -> Loaded:
     import onnxruntime as ort
+
+    if io is not FrameIO.f32_nchw:
+        raise CompressError(f"onnxruntime runs the graph's own float32 NCHW frames, not {io.value}")
 
     sess = ort.InferenceSession(str(art.path), _ort_options(threads), providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
@@ -462,12 +475,39 @@ def _ov_prepare(onnx_path: Path, precision: Precision, work: Path, calibration: 
     return Artifact(out, ArtifactFormat.openvino_ir, precision, quantized_by)
 
 
-def _ov_load(art: Artifact, threads: int, channels: int, height: int, width: int) -> Loaded:
+def _ov_u8_nhwc(model: Any) -> Any:
+    """``model`` with uint8 NHWC frames at both ends: input ``/ 255``, output ``x 255``, rounded half to even
+    and clipped to 0..255 (what the evaluation protocols do to a float output), compiled into the graph."""
+    import openvino as ov
+    import openvino.opset13 as ops
+    from openvino.preprocess import PrePostProcessor
+
+    ppp = PrePostProcessor(model)
+    ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+    ppp.input().model().set_layout(ov.Layout("NCHW"))
+    ppp.input().preprocess().convert_element_type(ov.Type.f32).scale(255.0)
+    ppp.output().model().set_layout(ov.Layout("NCHW"))
+    ppp.output().tensor().set_layout(ov.Layout("NHWC"))
+
+    def to_u8(node: Any) -> Any:
+        y = ops.multiply(node, ops.constant(np.float32(255.0)))
+        y = ops.clamp(ops.round(y, "half_to_even"), 0.0, 255.0)
+        return ops.convert(y, ov.Type.u8).output(0)
+
+    ppp.output().postprocess().custom(to_u8)
+    return ppp.build()
+
+
+def _ov_load(
+    art: Artifact, threads: int, channels: int, height: int, width: int, io: FrameIO = FrameIO.f32_nchw
+) -> Loaded:
     import openvino as ov
 
     core = ov.Core()
     model = core.read_model(str(art.path))
     model.reshape({model.inputs[0]: ov.PartialShape([1, channels, height, width])})
+    if io is FrameIO.u8_nhwc:
+        model = _ov_u8_nhwc(model)
     # INT8 models keep their non-quantized parts in f32 (the CPU plugin would pick bf16 on AMX CPUs)
     config = {
         "INFERENCE_NUM_THREADS": threads,
@@ -494,7 +534,8 @@ BACKENDS.add(Runtime.openvino.value, Backend(_ov_prepare, _ov_load))
 
 
 def runtime_model(onnx_path: str | Path, runtime: Runtime | str = Runtime.onnxruntime, *,
-                  precision: Precision | str | None = None, threads: int = 1) -> Any:
+                  precision: Precision | str | None = None, threads: int = 1,
+                  io: FrameIO | str = FrameIO.f32_nchw) -> Any:
     """An ``nn.Module`` that runs an exported graph in a deployment runtime, for scoring what is deployed.
 
     The module takes and returns float32 NCHW tensors of any height and width (the graph must have
@@ -504,9 +545,12 @@ def runtime_model(onnx_path: str | Path, runtime: Runtime | str = Runtime.onnxru
     ``precision``: ``fp32`` / ``bf16`` (OpenVINO's inference-precision hint) for float graphs; QDQ graphs
     run in INT8 as they are. Float graphs are never quantized here (that needs calibration data: see
     :func:`measure_latency`, whose INT8-by-calibration models are timed, not scored).
+    ``io``: ``u8-nhwc`` (OpenVINO) compiles uint8 NHWC frames into both ends of the graph as the target
+    of that name is timed; the module then rounds its input to 8 bits (exact for images read as uint8) and
+    returns the graph's 8-bit output over 255.
 
     Raises:
-        CompressError: an unknown runtime, or a precision the graph cannot run in.
+        CompressError: an unknown runtime, or a precision or frame format the graph cannot run in.
     """
     import torch
     from torch import nn
@@ -524,6 +568,9 @@ def runtime_model(onnx_path: str | Path, runtime: Runtime | str = Runtime.onnxru
         raise CompressError(f"{path}: a {graph.value} graph cannot run as {want.value} here "
                             "(INT8 needs a QDQ graph: a quantize stage)")
     name, channels = onnx_input(path)
+    frames = FrameIO(str(io))
+    if frames is not FrameIO.f32_nchw and rt is not Runtime.openvino:
+        raise CompressError(f"io {frames.value} needs runtime openvino")
     run: Callable[[F32], F32]
     if rt is Runtime.onnxruntime:
         if want is not graph:
@@ -541,11 +588,17 @@ def runtime_model(onnx_path: str | Path, runtime: Runtime | str = Runtime.onnxru
         core = ov.Core()
         model = core.read_model(str(path))
         model.reshape({model.inputs[0]: ov.PartialShape([-1, channels, -1, -1])})
+        if frames is FrameIO.u8_nhwc:
+            model = _ov_u8_nhwc(model)
         compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads,
                                                      "INFERENCE_PRECISION_HINT": _OV_HINT[want]})
         version = str(ov.__version__).split("-")[0]
 
         def run(x: F32) -> F32:
+            if frames is FrameIO.u8_nhwc:
+                u8 = np.clip(np.rint(x * np.float32(255.0)), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+                y = np.asarray(compiled(np.ascontiguousarray(u8))[0])
+                return y.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
             return np.asarray(compiled(x)[0])
     else:
         raise CompressError(f"runtime {rt.value!r} is analytic: nothing to run")
@@ -555,6 +608,7 @@ def runtime_model(onnx_path: str | Path, runtime: Runtime | str = Runtime.onnxru
             super().__init__()
             self.probe = nn.Conv2d(channels, channels, 1)  # input channels, for colour checks only
             self.runtime, self.precision, self.path, self.version = rt.value, want.value, str(path), version
+            self.io = frames.value
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(run(x.detach().float().cpu().numpy())))
@@ -763,8 +817,9 @@ def _rss_child(spec_json: str) -> None:
     spec = json.loads(spec_json)
     art = Artifact(Path(spec["path"]), ArtifactFormat(spec["fmt"]), Precision(spec["precision"]))
     c, h, w = spec["channels"], spec["height"], spec["width"]
-    loaded = BACKENDS.get(spec["runtime"]).load(art, spec["threads"], c, h, w)
-    x = np.random.default_rng(0).random((1, c, h, w), dtype=np.float32)
+    io = FrameIO(spec.get("io", FrameIO.f32_nchw.value))
+    loaded = BACKENDS.get(spec["runtime"]).load(art, spec["threads"], c, h, w, io)
+    x = frame_input(io, c, h, w)
     try:
         base = _status_kib("VmRSS")
         Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
@@ -777,7 +832,10 @@ def _rss_child(spec_json: str) -> None:
     print(json.dumps({"rise_kib": hwm - base, "hwm_kib": hwm, "exact": exact}))
 
 
-def peak_rss_rise(art: Artifact, runtime: Runtime, *, threads: int, channels: int, height: int, width: int) -> dict:
+def peak_rss_rise(
+    art: Artifact, runtime: Runtime, *, threads: int, channels: int, height: int, width: int,
+    io: FrameIO = FrameIO.f32_nchw,
+) -> dict:
     """Peak RSS rise (MiB) of a fresh subprocess over one inference, and its whole high-water mark.
 
     Returns:
@@ -785,7 +843,7 @@ def peak_rss_rise(art: Artifact, runtime: Runtime, *, threads: int, channels: in
     """
     spec = {
         "path": str(art.path), "fmt": art.fmt.value, "precision": art.precision.value, "runtime": runtime.value,
-        "threads": threads, "channels": channels, "height": height, "width": width,
+        "threads": threads, "channels": channels, "height": height, "width": width, "io": io.value,
     }
     code = "import sys; from compress.deploy import _rss_child; _rss_child(sys.argv[1])"
     env = {**os.environ, "NNCF_CI": "1"}
@@ -876,8 +934,8 @@ def measure_latency(
         if target.runtime is Runtime.onnxruntime:
             fusion = check_fusion(art.path, threads=target.threads).status.value
         for res_name, (w, h) in res.items():
-            loaded = backend.load(art, target.threads, channels, h, w)
-            x = np.random.default_rng(0).random((1, channels, h, w), dtype=np.float32)
+            loaded = backend.load(art, target.threads, channels, h, w, target.io)
+            x = frame_input(target.io, channels, h, w)
             with machine_lock() if lock else contextlib.nullcontext():
                 load0 = os.getloadavg()[0]
                 ms, probe, attempts = guard.measure(functools.partial(time_runner, loaded.run, x, n=n, warmup=warmup))
@@ -890,7 +948,7 @@ def measure_latency(
             if peak_memory:
                 with machine_lock() if lock else contextlib.nullcontext():
                     mem = peak_rss_rise(art, target.runtime, threads=target.threads, channels=channels, height=h,
-                                        width=w)
+                                        width=w, io=target.io)
             rows.append(
                 LatencyRecord(
                     variant=name, target=target.name, runtime=target.runtime.value, resolution=res_name,

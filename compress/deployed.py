@@ -100,7 +100,7 @@ def score_results(
                 continue
             if (variant, t.name, dataset, str(quality), protocol, digest) in done:
                 continue
-            model = runtime_model(onnx, t.runtime, precision=prec, threads=threads)
+            model = runtime_model(onnx, t.runtime, precision=prec, threads=threads, io=t.io)
             res = evaluate_model(model, dataset, [quality], protocol, data_root=data_root, limit=limit,
                                  progress=progress, model_name=f"{variant}@{t.name}")[0]
             ref = torch_psnr.get(variant, float("nan"))

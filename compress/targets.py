@@ -47,6 +47,16 @@ class Precision(StrEnum):
     int8 = "int8"
 
 
+class FrameIO(StrEnum):
+    """The frame format at a deployed model's boundary (what the caller hands over and gets back)."""
+
+    f32_nchw = "f32-nchw"
+    """float32 planes in [0, 1]: the exported ONNX graph's own input and output."""
+    u8_nhwc = "u8-nhwc"
+    """8-bit interleaved frames, as decoders and displays exchange them; OpenVINO compiles the conversion,
+    the scaling, the layout change and the output's rounding and clipping into the graph."""
+
+
 class Convention(StrEnum):
     """TFLOPS convention of a compute budget (see :mod:`compress.cost`)."""
 
@@ -142,6 +152,11 @@ class Target(_Strict):
     runtime: Runtime
     precisions: tuple[Precision, ...] = Field(..., min_length=1, description="precisions it can execute")
     threads: int = Field(2, ge=1, le=1024, description="inference threads (measured runtimes)")
+    io: FrameIO = Field(
+        FrameIO.f32_nchw, description="frame format at the model's boundary: f32-nchw (the graph's own float "
+        "planes in [0, 1]) or u8-nhwc (8-bit interleaved frames; openvino only: conversion, scaling, layout, "
+        "rounding and clipping compiled into the graph)",
+    )
     illustrative: bool = Field(False, description="hypothetical numbers, not a real device's data sheet")
     source: str | None = Field(None, description="where the budgets come from")
     budgets: Budgets = Field(default_factory=Budgets)  # type: ignore[arg-type]
@@ -162,6 +177,8 @@ class Target(_Strict):
             raise ValueError(f"runtime {self.runtime.value} cannot run {', '.join(bad)} on a CPU; valid: {ok}")
         if self.runtime is Runtime.analytic and self.budgets.latency is not None:
             raise ValueError("an analytic target cannot have a latency budget (nothing is measured)")
+        if self.io is not FrameIO.f32_nchw and self.runtime is not Runtime.openvino:
+            raise ValueError(f"io {self.io.value} needs runtime openvino (it compiles the conversion into the graph)")
         return self
 
     @property
@@ -210,7 +227,7 @@ def shipped_targets(folder: str | Path | None = None) -> dict[str, Target]:
     root = Path(folder) if folder is not None else targets_dir()
     if not root.is_dir():
         raise RecipeError(f"{root}: no targets folder (set ${TARGETS_ENV} or add recipes/targets/)")
-    return {t.name: t for t in (load_target(f) for f in sorted(root.glob("*.yaml")))}
+    return {t.name: t for t in sorted((load_target(f) for f in root.glob("*.yaml")), key=lambda t: t.name)}
 
 
 def get_target(name: str | Path, folder: str | Path | None = None) -> Target:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +143,26 @@ def test_openvino_int8_via_nncf(tiny_onnx: Path) -> None:
     rec = measure_latency(tiny_onnx, get_target("cpu-ov-int8"), resolutions=SMALL, n=5, peak_memory=False)[0]
     assert rec.ms_median > 0 and rec.precision == "int8" and rec.quantized_by == "nncf.quantize"
     assert rec.precision_effective.startswith("int8")
+
+
+def test_openvino_u8_frames_are_timed_with_uint8_nhwc_input(tiny_onnx: Path) -> None:
+    target = get_target("cpu-ov-int8-u8")
+    rec = measure_latency(tiny_onnx, target, resolutions={"48x32": (48, 32)}, n=3, peak_memory=True)[0]
+    assert rec.target == "cpu-ov-int8-u8" and rec.ms_median > 0 and rec.precision_effective.startswith("int8")
+    assert rec.peak_rss_mb is not None  # the memory subprocess builds the same uint8 graph
+    from compress.deploy import frame_input
+
+    loaded = BACKENDS.get("openvino").load(
+        BACKENDS.get("openvino").prepare(tiny_onnx, Precision.fp32, Path(tempfile.mkdtemp()), []),
+        1, 3, 32, 48, target.io,
+    )
+    y = loaded.run(frame_input(target.io, 3, 32, 48))
+    assert y.dtype == np.uint8 and y.shape == (1, 32, 48, 3)
+    with pytest.raises(CompressError, match="not u8-nhwc"):
+        BACKENDS.get("onnxruntime").load(
+            BACKENDS.get("onnxruntime").prepare(tiny_onnx, Precision.fp32, Path(tempfile.mkdtemp()), []),
+            1, 3, 32, 48, target.io,
+        )
 
 
 def test_openvino_bf16_records_what_the_cpu_did(tiny_onnx: Path) -> None:
@@ -369,6 +390,24 @@ def test_runtime_model_scores_like_torch(arcnn_onnx: tuple[nn.Module, Path], run
     assert evaluate_model(rm, **args)[0].psnr == pytest.approx(evaluate_model(model, **args)[0].psnr, abs=1e-3)
 
 
+def test_runtime_model_with_u8_frames_rounds_like_the_protocols(arcnn_onnx: tuple[nn.Module, Path]) -> None:
+    from compress.deploy import runtime_model
+    from compress.evaluate import evaluate_model
+
+    model, path = arcnn_onnx
+    rm = runtime_model(path, "openvino", io="u8-nhwc")
+    assert rm.io == "u8-nhwc"
+    x = torch.randint(0, 256, (1, 3, 37, 29)).float() / 255  # frames read as uint8, as the evaluation feeds them
+    with torch.no_grad():
+        want = torch.clamp(torch.round(model(x) * 255), 0, 255)
+    got = rm(x) * 255
+    assert torch.allclose(got, torch.round(got), atol=1e-3)  # 8-bit values
+    assert float((got - want).abs().max()) <= 1.0 and float((got - want).abs().mean()) < 0.01  # ties only
+    args = {"dataset": "embedded", "qualities": 10, "protocol": "idcn-rgb", "limit": 1, "progress": False,
+            "metrics": ("psnr",)}
+    assert evaluate_model(rm, **args)[0].psnr == pytest.approx(evaluate_model(model, **args)[0].psnr, abs=1e-3)
+
+
 def test_runtime_model_refuses_what_it_cannot_run(arcnn_onnx: tuple[nn.Module, Path], tmp_path: Path) -> None:
     from compress.deploy import runtime_model
 
@@ -381,6 +420,8 @@ def test_runtime_model_refuses_what_it_cannot_run(arcnn_onnx: tuple[nn.Module, P
         runtime_model(path, "tensorrt")
     with pytest.raises(CompressError, match="no such ONNX"):
         runtime_model(tmp_path / "missing.onnx")
+    with pytest.raises(CompressError, match="io u8-nhwc needs runtime openvino"):
+        runtime_model(path, "onnxruntime", io="u8-nhwc")
 
 
 def test_evaluate_cli_scores_an_onnx_file(

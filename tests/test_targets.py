@@ -19,7 +19,8 @@ from compress.targets import (
     shipped_targets,
 )
 
-SHIPPED = ["cpu-ort-fp32", "cpu-ort-int8", "cpu-ov-bf16", "cpu-ov-fp32", "cpu-ov-int8", "edge-npu", "tv-chip"]
+SHIPPED = ["cpu-ort-fp32", "cpu-ort-int8", "cpu-ov-bf16", "cpu-ov-fp32", "cpu-ov-int8", "cpu-ov-int8-u8", "edge-npu",
+           "tv-chip"]
 
 
 def test_shipped_targets_load() -> None:
@@ -116,6 +117,9 @@ def test_a_valid_file_loads(tmp_path: Path) -> None:
         (GOOD.replace("runtime: analytic", "runtime: onnxruntime").replace("[int8]", "[int8, bf16]"),
          "runtime onnxruntime cannot run bf16"),
         (GOOD.replace("[int8]", "[int8, int8]"), ":4: precisions: precision listed twice: int8"),
+        (GOOD.replace("runtime: analytic", "runtime: onnxruntime").replace("illustrative: true", "io: u8-nhwc"),
+         "io u8-nhwc needs runtime openvino"),
+        (GOOD.replace("illustrative: true", "io: u8"), ":5: io: invalid value 'u8'; valid: f32-nchw, u8-nhwc"),
         (GOOD.replace("description: a test chip\n", ""), ":1: description: required key is missing"),
         (GOOD.replace("name: my-chip", "name: other-chip"), ":1: name: 'other-chip' must equal the file stem"),
         ("name: [unclosed", ":1: malformed YAML"),
