@@ -416,6 +416,10 @@ class Trainer:
         """What ``last.safetensors`` holds besides the model to resume exactly: the optimizer's state."""
         return _optimizer_tensors(self.opt)
 
+    def load_resume_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`resume_tensors` saved (``try_resume``, after the model's weights)."""
+        _load_optimizer(self.opt, tensors)
+
     def checkpoint(self) -> None:
         self._save("last.safetensors", with_optimizer=True)
 
@@ -433,8 +437,8 @@ class Trainer:
             raise CheckpointError(f"{last}: cannot resume, the run was started with other settings: {', '.join(diff)}")
         model_state = {k: v for k, v in tensors.items() if not k.startswith(EXTRA_PREFIX)}
         self.model.load_state_dict(model_state, strict=True)
-        extra = {k.removeprefix(EXTRA_PREFIX): v for k, v in tensors.items() if k.startswith(EXTRA_PREFIX)}
-        _load_optimizer(self.opt, extra)
+        self.load_resume_tensors({k.removeprefix(EXTRA_PREFIX): v for k, v in tensors.items()
+                                  if k.startswith(EXTRA_PREFIX)})
         st = json.loads((self.out / "state.json").read_text())
         self.state = RunState(**st)
         self.init_used = meta.get("init", self.init_used)

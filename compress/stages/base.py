@@ -235,31 +235,26 @@ class PatchTrainer(Trainer):
         """The optimizer's tensors and the extra parameters' values."""
         return {**super().resume_tensors(), **_extra_param_tensors(self.extra_params)}
 
-    def try_resume(self) -> bool:
-        if not super().try_resume():
-            return False
-        from compress.checkpoint import read_checkpoint
-
-        tensors, _ = read_checkpoint(self.out / "last.safetensors")
+    def load_resume_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        super().load_resume_tensors(tensors)
         with torch.no_grad():
             for i, p in enumerate(self.extra_params):
-                key = f"{EXTRA_PARAM_PREFIX}{i}"
+                key = f"{EXTRA_PARAM_KEY}{i}"
                 if key not in tensors:
                     raise CheckpointError(f"{self.out / 'last.safetensors'}: no {key} (extra parameter {i})")
                 p.copy_(tensors[key])
-        return True
 
 
-EXTRA_PARAM_PREFIX = "_extra._param."
-"""Key prefix of a stage's extra parameters (adapters) in its checkpoints (``compress.checkpoint.EXTRA_PREFIX``
-+ ``_param.``): skipped when the model loads."""
+EXTRA_PARAM_KEY = "_param."
+"""Key prefix of a stage's extra parameters (adapters) among a checkpoint's extra tensors (stored under
+``compress.checkpoint.EXTRA_PREFIX``, so the model's loader skips them)."""
 
 STAGE_CKPT_EVERY = 1000
 """Training stages checkpoint (model, optimizer, adapters) every this many steps, and at the end."""
 
 
 def _extra_param_tensors(params: list[nn.Parameter]) -> dict[str, torch.Tensor]:
-    return {f"_param.{i}": p.detach().cpu().contiguous() for i, p in enumerate(params)}
+    return {f"{EXTRA_PARAM_KEY}{i}": p.detach().cpu().contiguous() for i, p in enumerate(params)}
 
 
 def _save_weights(path: Path, model: nn.Module, meta: dict[str, Any], extra: dict[str, torch.Tensor]) -> None:
