@@ -88,7 +88,8 @@ COST_COLUMNS: dict[str, str] = {
     "weights_bytes": "size of weights.safetensors (bytes; fake-quantized weights are stored as float)",
     "onnx_bytes": "size of model.onnx (bytes)",
     "onnx_path": "the variant's model.onnx, relative to results/<recipe>/ (what the latency targets run)",
-    "train_wall_s": "seconds spent in training loops (finetune, distill, QAT) for this variant",
+    "train_wall_s": "seconds spent in training loops (finetune, distill, QAT) for this variant (a stage "
+    "copied from another variant counts the seconds it was trained in)",
     **PROVENANCE_COLUMNS,
     "graph_signature": "SHA-256 of model.onnx's structure without names or weight values (compress.deploy."
     "graph_signature): a latency measured on one variant of a graph holds for the others (fronts use it)",
@@ -164,12 +165,13 @@ COST_KEY = ("variant", "resolution")
 ARTIFACTS: dict[str, str] = {
     "recipe.yaml": "the resolved recipe of the variant (no sweep): run alone, it makes the same model",
     "plan.json": "every stage's plan in order (pruning history, distillation and training records, "
-    "quant config, export check); with the base model it rebuilds the variant (compress.stages.replay)",
+    "quant config, export check; reused_from: the variant whose identical finished stage was copied); "
+    "with the base model it rebuilds the variant (compress.stages.replay)",
     "weights.safetensors": "the compressed model's state dict (no pickle)",
     "quant.json": "quantization config (backend, bits, per-layer schemes; NNCF's own config) or backend null",
     "model.onnx": "the deployable ONNX graph (fp32, or QDQ for quantized variants), checked in onnxruntime",
     "done.json": "run key, time and outcome: a variant whose run key matches is skipped unless --force",
-    "stages/": "per-stage training logs and checkpoints",
+    "stages/": "per-stage training logs and checkpoints (start.json: the stage key and its start model)",
 }
 
 

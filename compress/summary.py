@@ -1,11 +1,13 @@
 """Seed-averaged comparison of recipes: the tables a study's claims are checked against.
 
 A *condition* is a recipe's variants with the seed taken out of their names (``seed0``, ``seed1`` and
-``seed2`` of one recipe are one condition; ``ratio0.5-seed1`` belongs to ``ratio0.5``). For each
+``seed2`` of one recipe are one condition; ``ratio0.5-seed1`` belongs to ``ratio0.5``; ``base``, the point
+with no sweep values, runs the recipe's own seeds and joins its ``seedN`` replicates). For each
 condition and each dataset x JPEG quality x protocol, :func:`summarize` gives the number of seeds,
 the mean and standard deviation of PSNR / SSIM / PSNR-B, the JPEG baseline, the parameters and the
 true MACs per 720p frame, and the difference to a control condition. Made only from the results
-tables (``quality.csv``, ``cost.csv``), like every plot.
+tables (``quality.csv``, ``cost.csv``; ``deployed.csv`` for the scores of a deployment target), like every
+plot.
 """
 
 from __future__ import annotations
@@ -23,24 +25,38 @@ _SEED = re.compile(r"(^|-)seed\d+(?=-|$)")
 
 
 def condition_of(variant_name: str) -> str:
-    """The variant's name without its seed token ('' when the seed was all that was swept)."""
-    return _SEED.sub("", str(variant_name)).strip("-")
+    """The variant's name without its seed tokens ('' when the seed was all that was swept, and for ``base``,
+    the recipe's own settings: its seed replicates are ``seed124``... with nothing else changed)."""
+    condition = _SEED.sub("", str(variant_name)).strip("-")
+    return "" if condition == "base" else condition
 
 
-def summarize(results: Sequence[str | Path], control: str | None = None) -> pd.DataFrame:
+def summarize(results: Sequence[str | Path], control: str | None = None, target: str | None = None) -> pd.DataFrame:
     """One row per condition x dataset x quality x protocol (see the module docstring).
 
     ``control`` names the condition that ``delta_psnr`` is measured against: ``RECIPE`` or
     ``RECIPE/CONDITION``. Without it, ``delta_psnr`` is empty.
+    ``target``: average the scores the variants' exported graphs got in that target's runtime
+    (``deployed.csv``, written by ``compress deployed``) instead of torch's; variants not scored there are
+    left out (``seeds`` counts those that are).
 
     Raises:
-        DataError: unreadable results, or a control that is not among them.
+        DataError: unreadable results, a control that is not among them, or a target nothing was scored in.
     """
     tables = load_tables(results)
     q = tables.quality.copy()
     missing = [c for c in ("recipe", "variant_name", "psnr", "ssim", "psnrb", "jpeg_psnr", "n_images") if c not in q]
     if missing:
         raise DataError(f"quality tables lack {', '.join(missing)} (written by an older compress run?)")
+    if target is not None:
+        d = tables.deployed
+        scored = sorted(set(d["target"].astype(str))) if len(d) else []
+        if target not in scored:
+            raise DataError(f"no deployed.csv row for target {target!r} in these results (scored: "
+                            f"{', '.join(scored) or 'none'}); run compress deployed RESULTS --target {target}")
+        on = ["key", "dataset", "quality", "protocol"]
+        d = d[d["target"].astype(str) == target][[*on, "psnr", "ssim", "psnrb"]].drop_duplicates(on, keep="last")
+        q = q.drop(columns=["psnr", "ssim", "psnrb"]).merge(d, on=on, how="inner")
     q["condition"] = [
         f"{r}/{c}" if c else str(r) for r, c in zip(q["recipe"], q["variant_name"].map(condition_of), strict=True)
     ]
@@ -73,12 +89,13 @@ def summarize(results: Sequence[str | Path], control: str | None = None) -> pd.D
     return out
 
 
-def summary_markdown(table: pd.DataFrame, control: str | None = None) -> str:
+def summary_markdown(table: pd.DataFrame, control: str | None = None, target: str | None = None) -> str:
     """:func:`summarize`'s table as markdown, one section per dataset x quality x protocol."""
     lines: list[str] = []
+    scored = f", as deployed on {target}" if target else ""
     for (dataset, quality, protocol), part in table.groupby(["dataset", "quality", "protocol"], sort=True):
         lines += [
-            f"### {dataset}, q{quality}, {protocol} (JPEG {part['jpeg_psnr'].iloc[0]:.2f} dB)",
+            f"### {dataset}, q{quality}, {protocol}{scored} (JPEG {part['jpeg_psnr'].iloc[0]:.2f} dB)",
             "",
             "| condition | seeds | PSNR (dB) | SSIM | PSNR-B | gain over JPEG | "
             + (f"vs {control} | " if control else "")

@@ -435,6 +435,11 @@ def test_evaluate_cli_scores_an_onnx_file(
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
     assert out[0]["model"].endswith("@openvino-fp32") and out[0]["psnr"] > 20
+    assert main([*argv, "--io", "u8-nhwc"]) == 0  # 8-bit frames: what cpu-ov-int8-u8 runs, scored the same way
+    u8 = json.loads(capsys.readouterr().out)
+    assert u8[0]["model"].endswith("@openvino-fp32-u8-nhwc") and abs(u8[0]["psnr"] - out[0]["psnr"]) < 0.01
+    assert main([*argv[:3], "--runtime", "onnxruntime", *argv[5:], "--io", "u8-nhwc"]) == 2
+    assert "needs runtime openvino" in capsys.readouterr().err
     assert main(["evaluate", "--onnx", str(path), "--model", "arcnn", "--quality", "10", "--protocol", "idcn-rgb"]) == 2
     assert "without --model" in capsys.readouterr().err
 

@@ -145,3 +145,64 @@ def test_a_stage_checkpoint_from_another_starting_model_is_discarded(tmp_path: P
     with torch.no_grad():
         m.weight[0, 0, 0, 0] += 1
     assert base.state_fingerprint(m) != fp
+
+
+def test_variants_share_finished_stages_up_to_the_first_setting_that_differs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "resume.yaml"
+    path.write_text(RECIPE + "sweep:\n  points:\n    - {stages.4.atol: 0.01}\n    - {stages.4.atol: 0.02}\n"
+                    "    - {stages.3.steps: 4}\n")
+    first, export_only, qat = [v for f in load_recipes([path], check_files=False) for v in f.variants]
+    opts = RunOptions(results_dir=tmp_path / "r", progress=False, threads=1)
+    calls: list[tuple[int, int]] = []
+    real = base.PatchTrainer.batches
+    monkeypatch.setattr(base.PatchTrainer, "batches",
+                        lambda self, start: (calls.append((self.ctx.stage_index, start)), real(self, start))[1])
+    assert run_variant(first, opts, out=lambda _: None).status == "ran"
+    assert calls == [(1, 0), (2, 0), (3, 0)]
+
+    # another export check only: every training stage is copied, the weights are the first variant's
+    calls.clear()
+    assert run_variant(export_only, opts, out=lambda _: None).status == "ran"
+    assert calls == []
+    a, b = _weights(variant_dir(opts.results_dir, first)), _weights(variant_dir(opts.results_dir, export_only))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    plan = json.loads((variant_dir(opts.results_dir, export_only) / "plan.json").read_text())
+    assert [plan["stages"][i]["plan"].get("reused_from") for i in (1, 2, 3)] == [first.id] * 3
+    assert plan["stages"][1]["plan"]["steps"] == 6
+    theirs = json.loads((variant_dir(opts.results_dir, first) / "plan.json").read_text())
+    assert plan["stages"][1]["plan"]["wall_s"] == theirs["stages"][1]["plan"]["wall_s"]  # the seconds it took
+    done = json.loads((variant_dir(opts.results_dir, export_only) / "done.json").read_text())
+    assert any("reused from variant" in n for n in done["notes"])
+
+    # a shorter QAT: distillation and fine-tuning are shared, the QAT trains
+    calls.clear()
+    assert run_variant(qat, opts, out=lambda _: None).status == "ran"
+    assert calls == [(3, 0)]
+
+    # a forced run trains everything again
+    calls.clear()
+    forced = RunOptions(results_dir=opts.results_dir, progress=False, threads=1, force=True)
+    assert run_variant(export_only, forced, out=lambda _: None).status == "ran"
+    assert calls == [(1, 0), (2, 0), (3, 0)]
+    plan = json.loads((variant_dir(opts.results_dir, export_only) / "plan.json").read_text())
+    assert "reused_from" not in plan["stages"][1]["plan"]
+
+
+def test_the_stage_key_covers_the_start_and_settings_not_what_comes_later(tmp_path: Path) -> None:
+    from compress.stages.base import StageContext, stage_key
+
+    variant = _variant(tmp_path)
+    r = variant.recipe
+    ctx = StageContext(r, tmp_path, stage_index=2)
+    k = stage_key(ctx, "fp")
+    assert stage_key(ctx, "other") != k
+    later = r.model_copy(update={"stages": (*r.stages[:3], r.stages[3].model_copy(update={"steps": 99}), r.stages[4])})
+    assert stage_key(StageContext(later, tmp_path, stage_index=2), "fp") == k
+    earlier = r.model_copy(update={"stages": (r.stages[0].model_copy(update={"ratio": 0.5}), *r.stages[1:])})
+    assert stage_key(StageContext(earlier, tmp_path, stage_index=2), "fp") != k
+    evals = r.model_copy(update={"data": r.data.model_copy(update={"limit": 2})})
+    assert stage_key(StageContext(evals, tmp_path, stage_index=2), "fp") == k
+    train = r.model_copy(update={"data": r.data.model_copy(update={"train_limit": 2})})
+    assert stage_key(StageContext(train, tmp_path, stage_index=2), "fp") != k

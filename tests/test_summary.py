@@ -68,3 +68,26 @@ def test_cli_writes_markdown_and_csv(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "| ctrl | 2 | 26.750 ± 0.071 |" in out.read_text()
     assert pd.read_csv(csv)["seeds"].tolist() == [2]
     assert main(["summary", str(tmp_path / "none")]) == 2
+
+
+def test_base_joins_its_seed_replicates() -> None:
+    assert condition_of("base") == ""  # the recipe's own seeds ...
+    assert condition_of("seed124-seed124") == ""  # ... and a point that changes only the stages' seeds
+    assert condition_of("ratio0.25-seed124-seed124") == "ratio0.25"
+
+
+def test_target_averages_the_deployed_scores(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ctrl = _results(tmp_path, "ctrl", {"base": 26.70, "seed124": 26.72, "seed125": 26.74}, 10)
+    q = pd.read_csv(ctrl / "quality.csv")
+    dep = q[["recipe", "variant", "variant_name", "dataset", "quality", "protocol"]].assign(
+        target="cpu-ov-int8", psnr=[26.60, 26.61, 26.65], ssim=0.77, psnrb=26.3, cpu="x")
+    dep.iloc[:2].to_csv(ctrl / "deployed.csv", index=False)  # the third seed not scored in the runtime yet
+    t = summarize([ctrl]).set_index("condition")
+    assert t.loc["ctrl", "seeds"] == 3 and t.loc["ctrl", "psnr"] == pytest.approx(26.72)
+    t = summarize([ctrl], target="cpu-ov-int8").set_index("condition")
+    assert t.loc["ctrl", "seeds"] == 2 and t.loc["ctrl", "psnr"] == pytest.approx(26.605)
+    assert t.loc["ctrl", "ssim"] == pytest.approx(0.77)
+    with pytest.raises(DataError, match=r"no deployed.csv row for target 'cpu-ort-int8'.*scored: cpu-ov-int8"):
+        summarize([ctrl], target="cpu-ort-int8")
+    assert main(["summary", str(ctrl), "--target", "cpu-ov-int8"]) == 0
+    assert "### live1, q10, idcn-rgb, as deployed on cpu-ov-int8" in capsys.readouterr().out

@@ -30,6 +30,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--precision", choices=["fp32", "bf16", "int8"],
                    help="--onnx: openvino inference precision for float graphs (default: the graph's own)")
     p.add_argument("--threads", type=int, default=1, help="--onnx: runtime threads (default %(default)s)")
+    p.add_argument("--io", default="f32-nchw", choices=["f32-nchw", "u8-nhwc"],
+                   help="--onnx: frames at the graph's boundary; u8-nhwc (openvino) compiles 8-bit NHWC frames "
+                   "into both ends, as the cpu-ov-int8-u8 target is timed (default %(default)s)")
     p.add_argument(
         "--weights",
         help="safetensors checkpoint; for arcnn_y also the authors' .mat file. '{q}' in the path is replaced by "
@@ -73,8 +76,11 @@ def run(args: argparse.Namespace) -> int:
             raise CheckpointError("--onnx scores an exported graph: give it without --model / --weights")
         from compress.deploy import runtime_model
 
-        model = runtime_model(args.onnx, args.runtime, precision=args.precision, threads=args.threads)
-        args.model = f"{Path(args.onnx).parent.name or Path(args.onnx).stem}@{args.runtime}-{model.precision}"
+        model = runtime_model(args.onnx, args.runtime, precision=args.precision, threads=args.threads, io=args.io)
+        frames = "" if args.io == "f32-nchw" else f"-{args.io}"
+        args.model = f"{Path(args.onnx).parent.name or Path(args.onnx).stem}@{args.runtime}-{model.precision}{frames}"
+    elif args.io != "f32-nchw":
+        raise CheckpointError("--io is the frame format of an exported graph: give it with --onnx")
     elif args.model is None:
         raise CheckpointError("give --model NAME (with --weights) or --onnx FILE")
     elif args.model == JPEG_MODEL:

@@ -15,6 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("results", nargs="+", metavar="RESULTS", help="results folders (results/<recipe>)")
     p.add_argument("--control", help="condition to compare with: RECIPE, or RECIPE/CONDITION")
+    p.add_argument("--target", help="average the scores of the exported graphs in this target's runtime "
+                   "(deployed.csv, from compress deployed) instead of torch's")
     p.add_argument("--out", help="also write the markdown here")
     p.add_argument("--csv", help="also write the table as CSV here")
     p.set_defaults(func=run)
@@ -26,8 +28,8 @@ def run(args: argparse.Namespace) -> int:
     from compress.fsio import atomic_write_bytes
     from compress.summary import summarize, summary_markdown
 
-    table = summarize(args.results, control=args.control)
-    text = summary_markdown(table, control=args.control)
+    table = summarize(args.results, control=args.control, target=args.target)
+    text = summary_markdown(table, control=args.control, target=args.target)
     print(text)
     if args.out:
         atomic_write_bytes(Path(args.out), text.encode())

@@ -54,6 +54,8 @@ class StageContext:
         quant: the quantization config once a quantize stage ran (backend, bits, layers), else None.
         float_model: the model as it was before quantization (same shapes; used for the cost profile).
         train_wall_s: seconds spent in training loops so far.
+        reuse_stages: a training stage may copy the finished stage of another variant of the recipe with the
+            same :func:`stage_key` instead of training (off for forced runs).
         notes: warnings worth keeping with the results (e.g. a fallback dataset).
     """
 
@@ -66,6 +68,7 @@ class StageContext:
     quant: dict[str, Any] | None = None
     float_model: nn.Module | None = None
     train_wall_s: float = 0.0
+    reuse_stages: bool = True
     notes: list[str] = field(default_factory=list)
     _images: list[NDArray[np.uint8]] | None = None
     _teachers: dict[str, nn.Module] = field(default_factory=dict)
@@ -283,6 +286,69 @@ def state_fingerprint(model: nn.Module, extra_params: list[nn.Parameter] | None 
     return h.hexdigest()
 
 
+def stage_key(ctx: StageContext, fingerprint: str) -> str:
+    """SHA-256 of everything a training stage's result depends on.
+
+    The model (and adapters) it starts from (``fingerprint``), this stage's settings and those of the
+    stages before it, the student and teacher specs with the SHA-256 of their checkpoints, the training
+    data settings and data root, the recipe seed and the engine version; not what comes later (later
+    stages, export checks, evaluation sets). Two variants with equal keys train the stage identically.
+    """
+    import hashlib
+    import os
+
+    from compress.recipe.expand import canonical_json
+    from compress.run import ENGINE_VERSION, _input_hash
+
+    r, d = ctx.recipe, ctx.recipe.data
+    doc = {
+        "engine": ENGINE_VERSION,
+        "start": fingerprint,
+        "stages": [st.model_dump(mode="json") for st in r.stages[: ctx.stage_index + 1]],
+        "student": [r.student.model_dump(mode="json"), _input_hash(r.student)],
+        "teachers": {n: [t.model_dump(mode="json"), _input_hash(t)] for n, t in sorted(r.teachers.items())},
+        "data": {k: d.model_dump(mode="json")[k] for k in ("train", "train_limit", "qualities", "color", "fallback")},
+        "data_root": str(ctx.data_root or os.environ.get("COMPRESS_DATA", "")),
+        "seed": r.seed,
+    }
+    return hashlib.sha256(canonical_json(doc).encode()).hexdigest()
+
+
+def _finished_twin(out: Path, key: str, steps: int) -> Path | None:
+    """A finished stage of another variant of this recipe with the same :func:`stage_key`, if any."""
+    variants = out.parent.parent.parent
+    for start in sorted(variants.glob(f"*/stages/{out.name}/start.json")):
+        twin = start.parent
+        if twin == out:
+            continue
+        try:
+            rec = json.loads(start.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(rec, dict) and rec.get("stage_key") == key and rec.get("finished_steps") == steps \
+                and (twin / "last.safetensors").is_file():
+            return twin
+    return None
+
+
+def _copy_twin(twin: Path, out: Path) -> bool:
+    """Copy a finished twin's checkpoints into ``out`` (all but its ``start.json``); False if that failed."""
+    import shutil
+
+    try:
+        for f in twin.iterdir():
+            if f.is_file() and f.name != "start.json":
+                shutil.copy2(f, out / f".{f.name}.part")
+                (out / f".{f.name}.part").replace(out / f.name)
+    except OSError as exc:
+        log.warning("could not reuse %s (%s): training the stage", twin, exc)
+        for f in out.glob(".*.part"):
+            f.unlink(missing_ok=True)
+        (out / "last.safetensors").unlink(missing_ok=True)
+        return False
+    return True
+
+
 def _keep_or_clear_stage_dir(out: Path, fingerprint: str) -> bool:
     """Keep a stage folder's checkpoint only if it was started from this very model; True if kept.
 
@@ -337,13 +403,29 @@ def train_stage(
         ckpt_every=min(cfg.steps, STAGE_CKPT_EVERY),
     )
     out = Path(tcfg.outputs_dir)
-    resumable = _keep_or_clear_stage_dir(out, state_fingerprint(model, extra_params))
+    fingerprint = state_fingerprint(model, extra_params)
+    key = stage_key(ctx, fingerprint)
+    resumable = _keep_or_clear_stage_dir(out, fingerprint)
+    start = json.loads((out / "start.json").read_text())
+    reused_from = None
+    if ctx.reuse_stages and start.get("finished_steps") != cfg.steps:
+        twin = _finished_twin(out, key, cfg.steps)
+        if twin is not None and _copy_twin(twin, out):
+            resumable, reused_from = True, twin.parent.parent.name
+            ctx.note(f"stage {ctx.stage_index} ({out.name}) reused from variant {reused_from}: same start model, "
+                     "settings and data")
     trainer = PatchTrainer(
         tcfg, ctx, model=model, loss_fn=loss_fn, extra_params=extra_params, save_fn=_save_weights,
         progress=ctx.progress,
     )
     state = trainer.fit(resume=resumable)
-    if resumable:
+    if resumable and reused_from is None:
         log.info("stage %d resumed from %s", ctx.stage_index, out / "last.safetensors")
+    (out / "start.json").write_text(
+        json.dumps({"fingerprint": fingerprint, "stage_key": key, "finished_steps": state.step}) + "\n"
+    )
     ctx.train_wall_s += state.wall_s
-    return {"steps": state.step, "wall_s": round(state.wall_s, 2)}
+    plan: dict[str, Any] = {"steps": state.step, "wall_s": round(state.wall_s, 2)}
+    if reused_from is not None:
+        plan["reused_from"] = reused_from
+    return plan
