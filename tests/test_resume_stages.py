@@ -206,3 +206,24 @@ def test_the_stage_key_covers_the_start_and_settings_not_what_comes_later(tmp_pa
     assert stage_key(StageContext(evals, tmp_path, stage_index=2), "fp") == k
     train = r.model_copy(update={"data": r.data.model_copy(update={"train_limit": 2})})
     assert stage_key(StageContext(train, tmp_path, stage_index=2), "fp") != k
+
+
+def test_the_plan_records_a_checkpoint_inside_the_working_directory_relative_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from compress.checkpoint import save_checkpoint
+    from compress.nets import build_model
+    from compress.recipe.schema import Student
+    from compress.stages.base import load_student_or_teacher
+
+    save_checkpoint(tmp_path / "models" / "s" / "best.safetensors", build_model("fast_arcnn"), arch="fast_arcnn",
+                    channels=3)
+    monkeypatch.chdir(tmp_path)
+    spec = Student.model_validate({"arch": "fast_arcnn", "checkpoint": "s"})
+    assert load_student_or_teacher(spec, 3, "student")[1]["source"] == "models/s/best.safetensors"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # outside the working directory: the absolute path
+    path = str(tmp_path / "models" / "s" / "best.safetensors")
+    spec = Student.model_validate({"arch": "fast_arcnn", "checkpoint": path})
+    assert load_student_or_teacher(spec, 3, "student")[1]["source"] == path

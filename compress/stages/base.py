@@ -165,7 +165,7 @@ def load_student_or_teacher(
 
     Returns:
         The model and how to build its base again: ``{"arch", "channels", "arch_kwargs", "source"}``
-        (``source`` is the checkpoint path, or ``fresh``).
+        (``source`` is the checkpoint path, relative to the working directory when inside it, or ``fresh``).
 
     Raises:
         CheckpointError: a missing file (unless ``if_missing: init``), or weights of another architecture.
@@ -183,8 +183,10 @@ def load_student_or_teacher(
             if got != channels:
                 raise CheckpointError(f"{path}: {who} takes {got} channel(s), the recipe's data.color needs {channels}")
             kwargs = json.loads(meta.get("arch_kwargs", "{}"))
+            here = Path.cwd()  # inside the working directory: recorded relative to it (a clone elsewhere reads it)
+            source = path.relative_to(here) if path.is_relative_to(here) else path
             return model, {"arch": meta.get("arch", spec.arch), "channels": got, "arch_kwargs": kwargs,
-                           "source": str(path)}
+                           "source": str(source)}
         if spec.if_missing is MissingPolicy.error:
             raise CheckpointError(f"{path}: {who} checkpoint not found")
         warn(f"{who}: checkpoint {path} not found; using a FRESHLY INITIALISED {spec.arch} (results mean little)")
