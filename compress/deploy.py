@@ -184,11 +184,14 @@ def sha256(path: str | Path) -> str:
 def graph_signature(path: str | Path) -> str:
     """SHA-256 of an ONNX graph's structure, not its values: equal for graphs that cost the same to run.
 
-    Covers, in graph order, every node's op type, input / output arity and attributes (a tensor
-    attribute by dtype and shape only), then the dtype and shape of every initializer and of the graph
-    inputs / outputs. Names and weight values are left out, so the seeds of one architecture (or two
-    QAT runs of one quantization scheme) share a signature, and :mod:`compress.pareto` can take the
-    median of their latencies instead of letting measurement noise pick one of them.
+    Covers, in graph order, every node but ``Constant`` nodes: its op type, input / output arity and
+    attributes (a tensor attribute by dtype and shape only), and for each input whether it is an
+    activation or a constant (an initializer or a ``Constant`` node's output: then its dtype and shape);
+    then the dtype and shape of the graph inputs / outputs. Names and weight values are left out, and so
+    are the ``Constant`` nodes themselves, whose number and order depend on values (the exporter merges
+    equal zero points), so the seeds of one architecture (or two QAT runs of one quantization scheme)
+    share a signature, and :mod:`compress.pareto` can take the median of their latencies instead of
+    letting measurement noise pick one of them.
     """
     import onnx
     from onnx import helper
@@ -204,11 +207,18 @@ def graph_signature(path: str | Path) -> str:
             return f"{a.name}:graph"
         return f"{a.name}:{helper.get_attribute_value(a)!r}"
 
+    constants = {i.name: f"c{i.data_type}{list(i.dims)}" for i in g.initializer}
     for node in g.node:
+        if node.op_type == "Constant" and not node.domain:
+            value = next((a.t for a in node.attribute if a.name == "value" and a.type == onnx.AttributeProto.TENSOR),
+                         None)
+            constants[node.output[0]] = f"c{value.data_type}{list(value.dims)}" if value is not None else "c"
+    for node in g.node:
+        if node.op_type == "Constant" and not node.domain:
+            continue
         attrs = ",".join(sorted(attr(a) for a in node.attribute))
-        h.update(f"{node.domain}:{node.op_type}/{len(node.input)}/{len(node.output)}[{attrs}];".encode())
-    for init in g.initializer:
-        h.update(f"init{init.data_type}{list(init.dims)};".encode())
+        ins = ",".join(constants.get(i, "a") if i else "-" for i in node.input)
+        h.update(f"{node.domain}:{node.op_type}({ins})/{len(node.output)}[{attrs}];".encode())
     for vi in (*g.input, *g.output):
         dims = [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]
         h.update(f"io{vi.type.tensor_type.elem_type}{dims};".encode())
@@ -1128,12 +1138,13 @@ def bench_latency(
     return table
 
 
-def fill_graph_signatures(latency_csv: str | Path, base: str | Path = ".") -> int:
+def fill_graph_signatures(latency_csv: str | Path, base: str | Path = ".", *, recompute: bool = False) -> int:
     """Add ``graph_signature`` to rows of a ``latency.csv`` written before the column existed.
 
     A row gets one only when its ``onnx_path`` (absolute, or relative to ``base``) still holds the file
     that was timed (same SHA-256); the others stay empty and keep their own latency on fronts. Returns
-    the number of rows filled.
+    the number of rows filled. ``recompute``: every row, not only empty ones (after a change of
+    :func:`graph_signature`); a row whose timed file is gone gets an empty signature.
     """
     import pandas as pd
 
@@ -1145,6 +1156,9 @@ def fill_graph_signatures(latency_csv: str | Path, base: str | Path = ".") -> in
         df["graph_signature"] = pd.NA
     df["graph_signature"] = df["graph_signature"].astype(object)
     todo = df["graph_signature"].isna() | (df["graph_signature"].astype(str) == "")
+    if recompute:
+        todo = df["graph_signature"].notna() | todo
+        df.loc[todo, "graph_signature"] = ""
     cache: dict[tuple[str, str], str] = {}
     filled = 0
     for i in df.index[todo]:
@@ -1156,7 +1170,7 @@ def fill_graph_signatures(latency_csv: str | Path, base: str | Path = ".") -> in
         if cache[key]:
             df.at[i, "graph_signature"] = cache[key]
             filled += 1
-    if filled:
+    if filled or recompute:
         atomic_write(p, lambda t: df.to_csv(t, index=False))
     return filled
 

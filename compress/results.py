@@ -341,12 +341,13 @@ def drop_variants(folder: Path, variants: Sequence[str]) -> int:
     return removed
 
 
-def fill_cost_signatures(folder: str | Path, signature: Callable[[Path], str]) -> int:
+def fill_cost_signatures(folder: str | Path, signature: Callable[[Path], str], *, recompute: bool = False) -> int:
     """Add ``graph_signature`` to ``folder``'s cost rows written before the column existed.
 
     A variant gets the signature of its ``model.onnx`` when the file is still here (``signature`` is
     :func:`compress.deploy.graph_signature`), else the one its ``latency.csv`` rows recorded for the
     file that was timed; otherwise it stays empty. Returns the number of variants filled.
+    ``recompute``: every variant, not only those without one (recompute ``latency.csv`` first).
     """
     import pandas as pd
 
@@ -366,6 +367,8 @@ def fill_cost_signatures(folder: str | Path, signature: Callable[[Path], str]) -
                 for v, g in zip(lat["variant"].astype(str), lat["graph_signature"], strict=True):
                     if isinstance(g, str) and g:
                         timed.setdefault(v, g)
+        if recompute:
+            cost["graph_signature"] = ""
         empty = cost["graph_signature"].isna() | (cost["graph_signature"].astype(str) == "")
         filled: set[str] = set()
         for variant in sorted(set(cost.loc[empty, "variant"].astype(str))):
@@ -375,7 +378,7 @@ def fill_cost_signatures(folder: str | Path, signature: Callable[[Path], str]) -
             if sig:
                 cost.loc[rows, "graph_signature"] = sig
                 filled.add(variant)
-        if filled:
+        if filled or recompute:
             _write(cost, folder / COST_FILE)
             _refresh_variants(folder)
     return len(filled)

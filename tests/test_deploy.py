@@ -463,6 +463,32 @@ def test_graph_signature_ignores_weights_not_structure(tmp_path: Path) -> None:
     assert graph_signature(export(0, "relu", "arcnn_relu")) != graph_signature(a)  # PRelu vs Relu
 
 
+def test_graph_signature_ignores_how_the_exporter_shared_equal_constants(tmp_path: Path) -> None:
+    """QAT exports merge zero points of equal value into one Constant node: the count and order of the
+    Constant nodes then differ between seeds of one graph, which must not change its signature."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from compress.deploy import graph_signature
+
+    def qdq(shared: bool, scale_shape: tuple[int, ...] = ()) -> Path:
+        zp = [helper.make_node("Constant", [], ["zp_a"], value=numpy_helper.from_array(np.uint8(3), "v"))]
+        if not shared:
+            zp.append(helper.make_node("Constant", [], ["zp_b"], value=numpy_helper.from_array(np.uint8(3), "v")))
+        scale = numpy_helper.from_array(np.full(scale_shape, 0.1, np.float32), "s")
+        nodes = [*zp, helper.make_node("QuantizeLinear", ["x", "s", "zp_a"], ["q"]),
+                 helper.make_node("DequantizeLinear", ["q", "s", "zp_a" if shared else "zp_b"], ["y"])]
+        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], [scale])
+        path = tmp_path / f"{shared}{len(scale_shape)}.onnx"
+        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+        return path
+
+    assert graph_signature(qdq(shared=True)) == graph_signature(qdq(shared=False))
+    assert graph_signature(qdq(shared=True, scale_shape=(3,))) != graph_signature(qdq(shared=True))
+
+
 def test_measured_rows_carry_the_graph_signature(tiny_onnx: Path) -> None:
     from compress.deploy import graph_signature
 
@@ -526,6 +552,33 @@ def test_fill_graph_signatures_only_for_the_file_that_was_timed(tiny_onnx: Path,
     assert fill_graph_signatures(out) == 1
     sig = pd.read_csv(out)["graph_signature"].tolist()
     assert sig[0] == graph_signature(tiny_onnx) and all(isinstance(s, float) and math.isnan(s) for s in sig[1:])
+
+
+def test_signatures_only_recomputes_stale_signatures(tiny_onnx: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """After a change of graph_signature: rows whose timed file is here are signed again, the others emptied
+    (an old-style signature matches nothing new), and nothing is timed."""
+    from compress.deploy import graph_signature
+
+    root = tmp_path / "r"
+    (root / "a").mkdir(parents=True)
+    shutil.copy(tiny_onnx, root / "a" / "model.onnx")
+    rows = [_record("a", "cpu-ort-fp32", 5.0), _record("gone", "cpu-ort-fp32", 6.0)]
+    lat = records_frame(rows)
+    lat["onnx_path"] = [str(root / "a" / "model.onnx"), str(root / "gone" / "model.onnx")]
+    lat["onnx_sha256"] = [sha256(tiny_onnx), "0" * 64]
+    lat["graph_signature"] = "old"
+    lat.to_csv(root / "latency.csv", index=False)
+    pd.DataFrame([{"variant": v, "resolution": "720p30", "onnx_path": f"{v}/model.onnx", "graph_signature": "old"}
+                  for v in ("a", "gone")]).to_csv(root / "cost.csv", index=False)
+    assert main(["latency", "--results", str(root), "--signatures-only"]) == 0
+    assert "1 latency row(s), 1 variant(s) signed" in capsys.readouterr().out
+    new = pd.read_csv(root / "latency.csv")
+    assert new["graph_signature"].fillna("").tolist() == [graph_signature(tiny_onnx), ""]
+    assert new["ms_median"].tolist() == lat["ms_median"].tolist()  # nothing timed
+    cost = pd.read_csv(root / "cost.csv").set_index("variant")["graph_signature"]
+    assert cost["a"] == graph_signature(tiny_onnx) and pd.isna(cost["gone"])
+    assert main(["latency", str(tiny_onnx), "--signatures-only"]) == 2
 
 
 def test_latency_cli_measures_a_results_folder(tiny_onnx: Path, tmp_path: Path,

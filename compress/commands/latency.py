@@ -23,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="--results: time at most K variants of each graph structure per target, counted over all "
                    "the folders given; the others take the median of theirs on fronts (weights do not change a "
                    "graph's cost)")
+    p.add_argument("--signatures-only", action="store_true",
+                   help="--results: time nothing; recompute the graph signatures of the folders' latency and cost "
+                   "rows from the ONNX files still there (after an upgrade of compress changed how they are made)")
     p.add_argument("--variant", action="append", help="variant name per model, in order (default: file stem)")
     p.add_argument("--target", action="append", metavar="T",
                    help="target name or YAML file; repeat for several (default: every measured shipped target)")
@@ -67,12 +70,20 @@ def run(args: argparse.Namespace) -> int:
         raise CompressError("no measured target given (analytic targets have nothing to time)")
     res_map = {r: RESOLUTIONS[r] for r in (args.resolution or list(RESOLUTIONS))}
     configure_quiet(args.quiet_ratio, args.quiet_wait)
+    if args.signatures_only and not args.results:
+        raise CompressError("--signatures-only works on --results folders")
     if args.results:
         if args.onnx or args.bench:
             raise CompressError("--results measures the folders' own ONNX files: give no ONNX file and no --bench")
-        from compress.deploy import count_timed_graphs, graph_signature, measure_results
+        from compress.deploy import count_timed_graphs, fill_graph_signatures, graph_signature, measure_results
         from compress.results import fill_cost_signatures
 
+        if args.signatures_only:
+            for folder in args.results:
+                timed = fill_graph_signatures(Path(folder) / "latency.csv", recompute=True)
+                variants = fill_cost_signatures(folder, graph_signature, recompute=True)
+                print(f"{folder}: {timed} latency row(s), {variants} variant(s) signed")
+            return 0
         for folder in args.results:
             fill_cost_signatures(folder, graph_signature)
         counts = count_timed_graphs([Path(f) / "latency.csv" for f in args.results]) \
