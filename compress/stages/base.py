@@ -294,7 +294,8 @@ def stage_key(ctx: StageContext, fingerprint: str) -> str:
     The model (and adapters) it starts from (``fingerprint``), this stage's settings and those of the
     stages before it, the student and teacher specs with the SHA-256 of their checkpoints, the training
     data settings and data root, the recipe seed and the engine version; not what comes later (later
-    stages, export checks, evaluation sets). Two variants with equal keys train the stage identically.
+    stages, export checks, evaluation sets) and not the thread count (which changes only the order of
+    float sums). Two variants with equal keys train the stage identically.
     """
     import hashlib
     import os
