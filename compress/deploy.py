@@ -1155,10 +1155,9 @@ def fill_graph_signatures(latency_csv: str | Path, base: str | Path = ".", *, re
     if "graph_signature" not in df.columns:
         df["graph_signature"] = pd.NA
     df["graph_signature"] = df["graph_signature"].astype(object)
-    todo = df["graph_signature"].isna() | (df["graph_signature"].astype(str) == "")
     if recompute:
-        todo = df["graph_signature"].notna() | todo
-        df.loc[todo, "graph_signature"] = ""
+        df["graph_signature"] = ""
+    todo = df["graph_signature"].isna() | (df["graph_signature"].astype(str) == "")
     cache: dict[tuple[str, str], str] = {}
     filled = 0
     for i in df.index[todo]:

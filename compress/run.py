@@ -294,7 +294,7 @@ def run_variant(variant: Variant, opts: RunOptions, out: Callable[[str], None] =
     torch.manual_seed(r.seed)
     ctx = StageContext(
         r, folder, data_root=opts.data_root, threads=opts.threads or torch.get_num_threads(), progress=opts.progress,
-        reuse_stages=not opts.force,
+        reuse_stages=not opts.force, input_hashes=inputs,
     )
     model, base = load_student_or_teacher(r.student, r.data.channels, "student", ctx.note)  # a bad file: no folder
     resumed = _clear_for_run(folder, key, keep_stages=not opts.force)

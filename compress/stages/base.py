@@ -54,6 +54,8 @@ class StageContext:
         quant: the quantization config once a quantize stage ran (backend, bits, layers), else None.
         float_model: the model as it was before quantization (same shapes; used for the cost profile).
         train_wall_s: seconds spent in training loops so far.
+        input_hashes: the SHA-256 of the student and teacher checkpoints (:func:`compress.run.run_key`'s
+            inputs), so training stages need not hash them again; None: hashed when needed.
         reuse_stages: a training stage may copy the finished stage of another variant of the recipe with the
             same :func:`stage_key` instead of training (off for forced runs).
         notes: warnings worth keeping with the results (e.g. a fallback dataset).
@@ -69,6 +71,7 @@ class StageContext:
     float_model: nn.Module | None = None
     train_wall_s: float = 0.0
     reuse_stages: bool = True
+    input_hashes: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
     _images: list[NDArray[np.uint8]] | None = None
     _teachers: dict[str, nn.Module] = field(default_factory=dict)
@@ -303,14 +306,17 @@ def stage_key(ctx: StageContext, fingerprint: str) -> str:
     from compress.recipe.expand import canonical_json
     from compress.run import ENGINE_VERSION, _input_hash
 
-    r, d = ctx.recipe, ctx.recipe.data
+    r = ctx.recipe
+    hashes = ctx.input_hashes or {"student": _input_hash(r.student),
+                                  "teachers": {n: _input_hash(t) for n, t in r.teachers.items()}}
+    data = r.data.model_dump(mode="json")
     doc = {
         "engine": ENGINE_VERSION,
         "start": fingerprint,
         "stages": [st.model_dump(mode="json") for st in r.stages[: ctx.stage_index + 1]],
-        "student": [r.student.model_dump(mode="json"), _input_hash(r.student)],
-        "teachers": {n: [t.model_dump(mode="json"), _input_hash(t)] for n, t in sorted(r.teachers.items())},
-        "data": {k: d.model_dump(mode="json")[k] for k in ("train", "train_limit", "qualities", "color", "fallback")},
+        "student": [r.student.model_dump(mode="json"), hashes["student"]],
+        "teachers": {n: [t.model_dump(mode="json"), hashes["teachers"][n]] for n, t in sorted(r.teachers.items())},
+        "data": {k: data[k] for k in ("train", "train_limit", "qualities", "color", "fallback")},
         "data_root": str(ctx.data_root or os.environ.get("COMPRESS_DATA", "")),
         "seed": r.seed,
     }
