@@ -30,6 +30,7 @@ from compress.recipe.schema import (
     ExportFormat,
     ExportStage,
     MissingPolicy,
+    PruneLayersStage,
     PruneStage,
     QuantizeStage,
     Recipe,
@@ -287,6 +288,13 @@ def module_names(arch: str, channels: int, kwargs: dict[str, Any]) -> tuple[str,
     return _NAMES[key]
 
 
+def _removable(spec: Student, channels: int) -> list[str]:
+    """The student's removable layers (:func:`compress.stages.prune_layers.removable_layers`), on the meta device."""
+    from compress.stages.prune_layers import removable_layers
+
+    return list(removable_layers(_meta_model(spec.arch, channels, dict(spec.arch_kwargs))))
+
+
 def resolve_checkpoint(spec: str, root: Path | None = None) -> Path:
     """A checkpoint path as written in a recipe: a file path, or a models/ name (``arcnn-q10``)."""
     base = Path.cwd() if root is None else root
@@ -352,10 +360,29 @@ def cross_check(recipe: Recipe, *, check_files: bool = True, root: Path | None =
         errs.append((("data", "protocol"), msg))
 
     quantized = False
+    removed: set[str] = set()  # named by prune_layers stages
+    n_removed = 0  # named or counted
     for i, st in enumerate(recipe.stages):
         at: Loc = ("stages", str(i))
         last = i == len(recipe.stages) - 1
-        if isinstance(st, PruneStage):
+        if isinstance(st, PruneLayersStage):
+            if quantized:
+                errs.append(((*at, "type"), "prune_layers after quantize: prune the float model, then quantize"))
+            if student_names:
+                removable = _removable(recipe.student, channels)
+                for j, layer in enumerate(st.layers):
+                    if layer in removed:
+                        errs.append(((*at, "layers", str(j)), f"layer {layer!r} is removed by an earlier stage"))
+                    elif layer not in removable:
+                        msg = unknown_message("removable layer", layer, removable)
+                        errs.append(((*at, "layers", str(j)), msg + " (a removable layer keeps its input's shape)"))
+                left = len(removable) - n_removed
+                if st.count is not None and st.count > left:
+                    msg = f"count {st.count} but the student has {left} removable layer(s) left"
+                    errs.append(((*at, "count"), msg))
+            removed |= set(st.layers)
+            n_removed += st.count or len(st.layers)
+        elif isinstance(st, PruneStage):
             if quantized:
                 errs.append(((*at, "type"), "prune after quantize: prune the float model, then quantize"))
             for j, layer in enumerate(st.ignored_layers):
@@ -370,6 +397,8 @@ def cross_check(recipe: Recipe, *, check_files: bool = True, root: Path | None =
                 hat = (*at, "hints", str(j))
                 if student_names and h.student not in student_names:
                     errs.append(((*hat, "student"), unknown_message("student layer", h.student, student_names)))
+                elif h.student in removed:
+                    errs.append(((*hat, "student"), f"student layer {h.student!r} is removed by a prune_layers stage"))
                 tn = teacher_names.get(st.teacher, [])
                 if tn and h.teacher not in tn:
                     errs.append(((*hat, "teacher"), unknown_message("teacher layer", h.teacher, tn)))

@@ -25,6 +25,7 @@ class StageType(StrEnum):
     """What a stage does; the ``type`` key of every stage."""
 
     prune = "prune"
+    prune_layers = "prune_layers"
     distill = "distill"
     finetune = "finetune"
     quantize = "quantize"
@@ -258,6 +259,31 @@ class PruneStage(StageBase):
         return self
 
 
+class PruneLayersStage(StageBase):
+    """Depth pruning: remove whole convolutions whose output has their input's shape (with the activation after)."""
+
+    type: Literal["prune_layers"] = Field(description="prune_layers")
+    count: int | None = Field(
+        None, ge=1, le=64,
+        description="layers to remove, chosen greedily: each round drops the one whose bypass raises the "
+        "L2 loss on the calibration patches least",
+    )
+    layers: tuple[str, ...] = Field(
+        (), description="instead of count: the convolutions to remove, by module name (e.g. base.6)"
+    )
+    calibration_batches: int = Field(4, ge=1, le=256, description="batches of patches scoring the layers (count)")
+    batch_size: int = Field(8, ge=1, le=4096, description="patches per calibration batch (count)")
+    patch_size: int = Field(48, ge=8, le=512, description="calibration patch side (count)")
+
+    @model_validator(mode="after")
+    def _one_choice(self) -> PruneLayersStage:
+        if (self.count is None) == (not self.layers):
+            raise ValueError("set exactly one of count, layers")
+        if len(set(self.layers)) != len(self.layers):
+            raise ValueError("layers names a layer twice")
+        return self
+
+
 class Hint(Strict):
     """A feature hint: a 1x1 adapter maps a student layer's output onto a teacher layer's output."""
 
@@ -364,7 +390,8 @@ class ExportStage(StageBase):
 
 
 Stage = Annotated[
-    PruneStage | DistillStage | FinetuneStage | QuantizeStage | ExportStage, Field(discriminator="type")
+    PruneStage | PruneLayersStage | DistillStage | FinetuneStage | QuantizeStage | ExportStage,
+    Field(discriminator="type"),
 ]
 """One stage: the ``type`` key picks the schema."""
 
@@ -424,6 +451,7 @@ class Recipe(Strict):
 
 STAGE_MODELS: dict[StageType, type[StageBase]] = {
     StageType.prune: PruneStage,
+    StageType.prune_layers: PruneLayersStage,
     StageType.distill: DistillStage,
     StageType.finetune: FinetuneStage,
     StageType.quantize: QuantizeStage,

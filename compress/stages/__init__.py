@@ -11,6 +11,7 @@ from compress.stages import distill as distill  # registers "distill"
 from compress.stages import export as export  # registers "export"
 from compress.stages import finetune as finetune  # registers "finetune"
 from compress.stages import prune as prune  # registers "prune"
+from compress.stages import prune_layers as prune_layers  # registers "prune_layers"
 from compress.stages import quantize as quantize  # registers "quantize"
 from compress.stages.base import STAGES, StageContext, StageResult
 from compress.stages.prune import IMPORTANCES, replay_plan

@@ -2,7 +2,8 @@
 
 ``plan.json`` lists the stages in order with their plans; the ones that change structure are
 replayed on the freshly built base model: a prune plan re-removes the same channels
-(:func:`compress.stages.prune.replay_plan`), a quantize plan re-inserts the same quantizers
+(:func:`compress.stages.prune.replay_plan`), a prune_layers plan the same layers
+(:func:`compress.stages.prune_layers.replay_plan`), a quantize plan re-inserts the same quantizers
 (:func:`compress.stages.quantize.rebuild_quantized`). Then ``weights.safetensors`` loads strictly.
 """
 
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from compress.errors import CheckpointError
+from compress.stages import prune_layers
 from compress.stages.prune import replay_plan
 from compress.stages.quantize import rebuild_quantized
 
@@ -26,6 +28,8 @@ def replay_structure(base_model: nn.Module, plan: dict[str, Any]) -> nn.Module:
     for st in plan.get("stages", []):
         if st["type"] == "prune":
             model = replay_plan(model, st["plan"])
+        elif st["type"] == "prune_layers":
+            model = prune_layers.replay_plan(model, st["plan"])
         elif st["type"] == "quantize":
             model = rebuild_quantized(model, st["plan"])
     return model
