@@ -747,37 +747,85 @@ def cpu_probe_gflops(threads: int, *, size: int = 384, seconds: float = 0.08) ->
         torch.set_num_threads(old)
 
 
+HISTORY_SIZE = 500
+"""Probe readings a :class:`QuietGuard` history file keeps (the latest)."""
+HISTORY_MAX_AGE_S = 14 * 86400.0
+"""Older readings leave the reference (a VM moved to another host should not wait for the old one's speed)."""
+
+
+def probe_history_path(threads: int) -> Path:
+    """Where this machine's probe readings for ``threads`` persist: the user cache, per CPU model."""
+    from platformdirs import user_cache_dir
+
+    cpu = hashlib.sha256(cpu_name().encode()).hexdigest()[:12]
+    return Path(user_cache_dir("compress")) / f"quiet-probes-{cpu}-t{threads}.json"
+
+
 class QuietGuard:
     """Repeat a timing taken while the CPU was slowed from outside (a shared VM's noisy neighbours).
 
     The reference is the 90th percentile of the :func:`cpu_probe_gflops` readings this guard has taken
-    (``warm`` of them first; a percentile, not the maximum, because single probes are noisy). A
-    measurement counts as quiet when the probes before and after it both reach ``ratio`` x the reference.
-    :meth:`measure` retries a measurement that was not quiet, sleeping ``pause_s`` between attempts, until
-    ``max_wait_s`` have passed; then it keeps the last attempt (the row records the probe, the reference
-    and the attempts, so such a row can be told apart). ``ratio`` 0 turns it off.
+    (``warm`` of them first; a percentile, not the maximum, because single probes are noisy) and, with a
+    ``history`` file, of the readings earlier processes on this machine took in the last 14 days (the
+    latest 500): without it a process that starts in a busy stretch takes that stretch for normal and
+    lets every timing of it through. A measurement counts as quiet when the probes before and after it both
+    reach ``ratio`` x the reference. :meth:`measure` retries a measurement that was not quiet, sleeping
+    ``pause_s`` between attempts, until ``max_wait_s`` have passed; then it keeps the last attempt (the row
+    records the probe, the reference and the attempts, so such a row can be told apart). ``ratio`` 0 turns
+    it off.
     """
 
     def __init__(self, threads: int, *, ratio: float = 0.75, max_wait_s: float = 60.0, pause_s: float = 1.0,
-                 warm: int = 5, probe: Callable[[int], float] | None = None) -> None:
+                 warm: int = 5, probe: Callable[[int], float] | None = None, history: Path | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         if not 0.0 <= ratio <= 1.0:
             raise CompressError(f"quiet ratio must be in [0, 1], got {ratio}")
         self.threads, self.ratio, self.max_wait_s, self.pause_s = threads, ratio, max_wait_s, pause_s
         self._probe = probe or cpu_probe_gflops
+        self._clock = clock
+        self.history = history
         self.readings: list[float] = []
+        self.past: list[float] = [g for _, g in self._read_history()] if ratio > 0 else []
         if ratio > 0:
             for _ in range(warm):
                 self.probe()
 
+    def _read_history(self) -> list[tuple[float, float]]:
+        """``(unix time, GFLOP/s)`` readings of the history file younger than the age limit; [] without one."""
+        if self.history is None:
+            return []
+        try:
+            doc = json.loads(self.history.read_text())
+            rows = [(float(t), float(g)) for t, g in doc["readings"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            return []  # none yet, or unreadable: start afresh (the file is a cache)
+        now = self._clock()
+        return [(t, g) for t, g in rows if now - t <= HISTORY_MAX_AGE_S and g > 0]
+
+    def _append_history(self, g: float) -> None:
+        if self.history is None:
+            return
+        rows = [*self._read_history(), (self._clock(), g)][-HISTORY_SIZE:]
+        doc = {"cpu": cpu_name(), "threads": self.threads, "readings": [[round(t, 1), round(v, 2)] for t, v in rows]}
+        try:
+            self.history.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.history.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(doc))
+            tmp.replace(self.history)
+        except OSError:
+            pass  # a read-only cache only costs the memory of earlier runs
+
     @property
     def reference(self) -> float:
-        """The 90th percentile of the probes so far (0 before any)."""
-        return float(np.percentile(self.readings, 90)) if self.readings else 0.0
+        """The 90th percentile of the probes so far, this process's and the history's (0 before any)."""
+        both = self.past + self.readings
+        return float(np.percentile(both, 90)) if both else 0.0
 
     def probe(self) -> float:
-        """One probe, kept for the reference."""
+        """One probe, kept for the reference (and in the history file)."""
         g = self._probe(self.threads)
         self.readings.append(g)
+        self._append_history(g)
         return g
 
     def measure(self, fn: Callable[[], NDArray[np.float64]]) -> tuple[NDArray[np.float64], float | None, int]:
@@ -796,20 +844,23 @@ class QuietGuard:
 
 
 _GUARDS: dict[int, QuietGuard] = {}
-_QUIET = {"ratio": 0.75, "max_wait_s": 60.0}
+_QUIET: dict[str, Any] = {"ratio": 0.75, "max_wait_s": 60.0, "history": True}
 
 
-def configure_quiet(ratio: float = 0.75, max_wait_s: float = 60.0) -> None:
-    """Settings of the guards :func:`default_guard` makes from now on (``compress latency --quiet-ratio``)."""
+def configure_quiet(ratio: float = 0.75, max_wait_s: float = 60.0, history: bool = True) -> None:
+    """Settings of the guards :func:`default_guard` makes from now on (``compress latency --quiet-ratio``,
+    ``--quiet-wait``, ``--no-quiet-history``)."""
     QuietGuard(1, ratio=ratio, warm=0)  # validates the ratio now, not at the first timing
-    _QUIET.update(ratio=ratio, max_wait_s=max_wait_s)
+    _QUIET.update(ratio=ratio, max_wait_s=max_wait_s, history=history)
     _GUARDS.clear()
 
 
 def default_guard(threads: int) -> QuietGuard:
-    """This process's :class:`QuietGuard` for ``threads``, so its reference grows over the measurements."""
+    """This process's :class:`QuietGuard` for ``threads``, so its reference grows over the measurements; with
+    the machine's probe history (:func:`probe_history_path`) unless configured off."""
     if threads not in _GUARDS:
-        _GUARDS[threads] = QuietGuard(threads, ratio=_QUIET["ratio"], max_wait_s=_QUIET["max_wait_s"])
+        hist = probe_history_path(threads) if _QUIET["history"] else None
+        _GUARDS[threads] = QuietGuard(threads, ratio=_QUIET["ratio"], max_wait_s=_QUIET["max_wait_s"], history=hist)
     return _GUARDS[threads]
 
 

@@ -25,6 +25,7 @@ published-convention TFLOPS / MB of the brief at a resolution).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -64,6 +65,24 @@ class LatencyPer(StrEnum):
 
     variant = "variant"
     architecture = "architecture"
+
+
+class Seeds(StrEnum):
+    """How the seed replicates of one condition appear: ``mean`` (one point at the mean of their scores) or
+    ``each`` (every seed its own point)."""
+
+    mean = "mean"
+    each = "each"
+
+
+_SEED = re.compile(r"(^|-)seed\d+(?=-|$)")
+
+
+def condition_of(variant_name: str) -> str:
+    """The variant's name without its seed tokens ('' when the seed was all that was swept, and for ``base``,
+    the recipe's own settings: its seed replicates are ``seed124``... with nothing else changed)."""
+    condition = _SEED.sub("", str(variant_name)).strip("-")
+    return "" if condition == "base" else condition
 
 
 class QualityFrom(StrEnum):
@@ -423,18 +442,25 @@ def target_points(
     tables: Tables, target: Target, selection: Selection, *, x: CostAxis | str = CostAxis.auto,
     y: QualityAxis | str = QualityAxis.psnr, resolution: str = Resolution.p720.value,
     quality_from: QualityFrom | str = QualityFrom.deployed, latency_per: LatencyPer | str = LatencyPer.architecture,
+    seeds: Seeds | str = Seeds.mean,
 ) -> tuple[pd.DataFrame, Axis]:
-    """Every variant of the selection as a point for ``target``: x, y, whether it is eligible and why not.
+    """Every variant (or condition) of the selection as a point for ``target``: x, y, whether it is eligible
+    and why not.
 
     ``quality_from=deployed``: a variant scored in this target's runtime (``deployed.csv``) gets that
     score as y, and ``y_from`` says so (``onnxruntime int8``); the others keep their torch score
     (``y_from`` = ``torch``). ``latency_per``: see :func:`latency_at`; ``x_n`` counts the measurements
     behind a latency, and ``x_timed`` is False for a variant that takes the latency of its graph without
     being timed itself (NA on other axes).
+    ``seeds=mean``: the seed replicates of one condition (:func:`condition_of`: the variant name without its
+    ``seedN`` tokens, within one results folder) become one point at the mean of their scores (``seeds`` says
+    how many, ``y_sd`` their standard deviation, ``members`` their keys) and the median of their costs; its
+    ``key`` is the replicate whose score is nearest the mean (the artifact to ship). A front then compares
+    conditions, not lucky seeds. ``each``: every variant its own point.
 
     Returns:
-        The points (columns ``key, variant, results, label, x, x_n, x_timed, y, y_from, precision, eligible, reason,
-        on_front, settings``, bits and params) and the resolved x axis.
+        The points (columns ``key, variant, results, label, x, x_n, x_timed, y, y_from, seeds, y_sd, members,
+        precision, eligible, reason, on_front, settings``, bits and params) and the resolved x axis.
     """
     yq = QualityAxis(y)
     axis = resolve_axis(x, target, tables, resolution)
@@ -505,14 +531,52 @@ def target_points(
     pts["precision"] = precisions
     pts["reason"] = reasons
     pts["eligible"] = pts["reason"] == ""
+    extra = tables.cost.drop_duplicates("key").set_index("key")
+    pts["settings"] = pts["key"].map(_settings(extra.reset_index()).set_axis(extra.index))
+    pts["settings"] = pts["settings"].fillna("")
+    pts["seeds"] = np.isfinite(pts["y"].to_numpy()).astype(int)
+    pts["y_sd"] = np.nan
+    pts["members"] = pts["key"]
+    if Seeds(seeds) is Seeds.mean:
+        pts = _merge_seeds(pts, q["variant_name"] if "variant_name" in q.columns else q["variant"])
     pts["on_front"] = False
     elig = pts["eligible"].to_numpy()
     if elig.any():
         pts.loc[elig, "on_front"] = pareto_mask(pts.loc[elig, "x"].to_numpy(), pts.loc[elig, "y"].to_numpy())
-    extra = tables.cost.drop_duplicates("key").set_index("key")
-    pts["settings"] = pts["key"].map(_settings(extra.reset_index()).set_axis(extra.index))
-    pts["settings"] = pts["settings"].fillna("")
     return pts.sort_values(["x", "y"], ascending=[True, False], na_position="last").reset_index(drop=True), axis
+
+
+def _merge_seeds(pts: pd.DataFrame, names: pd.Series) -> pd.DataFrame:
+    """One point per results folder x condition (see :func:`target_points`, ``seeds=mean``).
+
+    Only the scores of the commonest source among the replicates are averaged (a runtime's scores are never
+    mixed with torch's); a condition is eligible when every replicate is, else it takes the first reason.
+    """
+    pts = pts.assign(condition=[condition_of(n) for n in names.astype(str)])
+    rows = []
+    for _, g in pts.groupby(["results", "condition"], sort=False, dropna=False):
+        if len(g) == 1:
+            rows.append(g.iloc[0])
+            continue
+        same = g[g["y_from"] == g["y_from"].value_counts().index[0]]
+        ys = same["y"][np.isfinite(same["y"].to_numpy(dtype=float))]
+        mean = float(ys.mean()) if len(ys) else math.nan
+        row = g.loc[(ys - mean).abs().idxmin() if len(ys) else g.index[0]].copy()
+        row["y"] = mean
+        row["y_sd"] = float(ys.std(ddof=1)) if len(ys) > 1 else math.nan
+        row["seeds"] = len(ys)
+        row["members"] = ";".join(g["key"].astype(str))
+        xs = g["x"][np.isfinite(g["x"].to_numpy(dtype=float))]
+        row["x"] = float(xs.median()) if len(xs) else math.nan
+        row["x_n"] = int(g["x_n"].max())
+        bad = g[~g["eligible"]]
+        if len(bad):
+            row["eligible"] = False
+            row["reason"] = str(bad["reason"].iloc[0])
+        prefix = f"{row['results']}/" if str(row["label"]).startswith(f"{row['results']}/") else ""
+        row["label"] = f"{prefix}{row['condition'] or 'base'} (mean of {len(ys)} seeds)"
+        rows.append(row)
+    return pd.DataFrame(rows).drop(columns="condition").reset_index(drop=True)
 
 
 def _budget_failures(tables: Tables, target: Target, key: str,
@@ -740,7 +804,10 @@ def _hover(points: pd.DataFrame) -> list[list[str]]:
         timed = r.get("x_timed")
         if timed is not None and not pd.isna(timed) and not bool(timed):
             x = f"x: not timed itself, the median of {n} timed variant(s) with this graph; "
-        return f"{x}quality scored in {frm}"
+        n_seeds = int(r.get("seeds", 1) or 1)
+        sd = r.get("y_sd")
+        seeds = f"; the mean of {n_seeds} seeds (sd {float(sd):.3f})" if n_seeds > 1 and pd.notna(sd) else ""
+        return f"{x}quality scored in {frm}{seeds}"
 
     label = "label" if "label" in points.columns else "key"
     return [[f"{r[label]} ({r['key']})" if r[label] != r["key"] else str(r["key"]), str(r["precision"] or "-"),
@@ -810,11 +877,11 @@ def write_fronts(
     tables: Tables, targets: Sequence[Target], selection: Selection, out_dir: str | Path, *,
     x: CostAxis | str = CostAxis.auto, y: QualityAxis | str = QualityAxis.psnr,
     resolution: str = Resolution.p720.value, quality_from: QualityFrom | str = QualityFrom.deployed,
-    latency_per: LatencyPer | str = LatencyPer.architecture,
+    latency_per: LatencyPer | str = LatencyPer.architecture, seeds: Seeds | str = Seeds.mean,
 ) -> list[Path]:
     """Fronts of every target for one selection: ``front.csv``, ``points.csv``, ``front-<target>.png/.svg``
-    and one self-contained ``fronts.html`` (plotly.js inline) with a target selector. ``quality_from`` and
-    ``latency_per``: see :func:`target_points`.
+    and one self-contained ``fronts.html`` (plotly.js inline) with a target selector. ``quality_from``,
+    ``latency_per`` and ``seeds``: see :func:`target_points`.
 
     Returns:
         The files written.
@@ -831,7 +898,7 @@ def write_fronts(
     written: list[Path] = []
     for t in targets:
         pts, axis = target_points(tables, t, selection, x=x, y=yq, resolution=resolution, quality_from=quality_from,
-                                  latency_per=latency_per)
+                                  latency_per=latency_per, seeds=seeds)
         refs = reference_points(selection, axis, yq)
         panels.append((t, axis, pts, refs))
         meta = {"target": t.name, "illustrative": t.illustrative, "cost_axis": axis.cost.value,
@@ -865,7 +932,7 @@ def export_fronts(
     results_dir: str | Path | Sequence[str | Path], targets: Iterable[Target | str] | None, out_dir: str | Path, *,
     y: QualityAxis | str = QualityAxis.psnr, resolution: str = Resolution.p720.value,
     quality_from: QualityFrom | str = QualityFrom.deployed, latency_per: LatencyPer | str = LatencyPer.architecture,
-    machine: str | None = None,
+    machine: str | None = None, seeds: Seeds | str = Seeds.mean,
 ) -> list[Path]:
     """Fronts for every target (default: all shipped) and every dataset x quality x protocol of the results.
 
@@ -883,5 +950,5 @@ def export_fronts(
     written: list[Path] = []
     for sel in tables.selections():
         written += write_fronts(tables, ts, sel, Path(out_dir) / sel.slug(), y=y, resolution=resolution,
-                                quality_from=quality_from, latency_per=latency_per)
+                                quality_from=quality_from, latency_per=latency_per, seeds=seeds)
     return written

@@ -12,23 +12,15 @@ plot.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from compress.errors import DataError
-from compress.pareto import load_tables
+from compress.pareto import condition_of, load_tables
 
-_SEED = re.compile(r"(^|-)seed\d+(?=-|$)")
-
-
-def condition_of(variant_name: str) -> str:
-    """The variant's name without its seed tokens ('' when the seed was all that was swept, and for ``base``,
-    the recipe's own settings: its seed replicates are ``seed124``... with nothing else changed)."""
-    condition = _SEED.sub("", str(variant_name)).strip("-")
-    return "" if condition == "base" else condition
+__all__ = ["condition_of", "summarize", "summary_markdown"]
 
 
 def summarize(results: Sequence[str | Path], control: str | None = None, target: str | None = None) -> pd.DataFrame:

@@ -6,6 +6,7 @@ repeatable to within an order of magnitude, never a speed.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -625,6 +626,32 @@ def test_quiet_guard_gives_up_after_its_wait_and_can_be_off() -> None:
     assert ms.tolist() == [2.0] and probe is None and attempts == 1
     with pytest.raises(CompressError):
         QuietGuard(1, ratio=1.5)
+
+
+def test_quiet_guard_remembers_the_machine_across_processes(tmp_path: Path) -> None:
+    """A guard that starts in a busy stretch (probes ~50) lets its timings through by its own probes alone;
+    with the history of an earlier, quiet process (~100) it waits for the quiet minutes instead."""
+    from compress.deploy import HISTORY_MAX_AGE_S, QuietGuard
+
+    hist = tmp_path / "probes.json"
+    now = [1_000_000.0]
+    QuietGuard(2, ratio=0.75, warm=5, probe=lambda t: 100.0, history=hist, clock=lambda: now[0])
+    assert len(json.loads(hist.read_text())["readings"]) == 5
+    busy = iter([50.0] * 3 + [50.0, 50.0] + [52.0, 51.0] + [100.0, 98.0])
+    alone = QuietGuard(2, ratio=0.75, warm=3, pause_s=0.0, probe=lambda t: 50.0)
+    assert alone.measure(lambda: np.array([40.0]))[2] == 1  # its reference is the busy stretch itself
+    guard = QuietGuard(2, ratio=0.75, warm=3, pause_s=0.0, probe=lambda t: next(busy), history=hist,
+                       clock=lambda: now[0])
+    assert guard.reference == pytest.approx(100.0)
+    timings = iter([np.array([40.0]), np.array([40.0]), np.array([25.0])])
+    ms, probe, attempts = guard.measure(lambda: next(timings))
+    assert attempts == 3 and ms.tolist() == [25.0] and probe == 98.0
+    assert len(json.loads(hist.read_text())["readings"]) == 5 + 3 + 6
+    now[0] += HISTORY_MAX_AGE_S + 1  # two weeks later the old readings no longer count
+    later = QuietGuard(2, ratio=0.75, warm=1, probe=lambda t: 60.0, history=hist, clock=lambda: now[0])
+    assert later.reference == 60.0
+    hist.write_text("{not json")
+    assert QuietGuard(2, ratio=0.75, warm=1, probe=lambda t: 70.0, history=hist).reference == 70.0
 
 
 def test_cpu_probe_and_rows_record_it(tiny_onnx: Path) -> None:

@@ -269,6 +269,33 @@ def test_labels_name_the_recipe_when_points_come_from_several(tmp_path: Path) ->
     assert list(one["label"]) == ["seed0"]
 
 
+def test_seed_replicates_are_one_point_at_their_mean(tmp_path: Path) -> None:
+    """seeds=mean (the default): p-seed1..3 (one condition, same cost) are one point at their mean PSNR, shipped as
+    the replicate nearest the mean; q, at the same cost, beats p's best seed's rival only by luck of the draw."""
+    fast = VARIANTS["fast"]
+    res = make_results(tmp_path / "r", {
+        "p-seed1": (26.90, *fast[1:]), "p-seed2": (26.95, *fast[1:]), "p-seed3": (26.97, *fast[1:]),
+        "q": (26.93, *fast[1:]), "arcnn": VARIANTS["arcnn"],
+    })
+    pts = _points(res, "cpu-ort-fp32", x="tflops_true")
+    assert set(pts.index) == {"p-seed2", "q", "arcnn"}
+    p = pts.loc["p-seed2"]
+    assert p["y"] == pytest.approx(26.94) and p["seeds"] == 3 and p["y_sd"] == pytest.approx(0.0361, abs=1e-4)
+    assert p["members"] == "p-seed1;p-seed2;p-seed3" and p["label"] == "p (mean of 3 seeds)"
+    assert p["on_front"] and not pts.loc["q", "on_front"]  # 26.94 (mean) beats 26.93 at the same cost
+    assert pts.loc["q", "seeds"] == 1 and pts.loc["q", "members"] == "q"
+    each = _points(res, "cpu-ort-fp32", x="tflops_true", seeds="each")
+    assert len(each) == 5 and set(each.index[each["on_front"]]) == {"p-seed3", "arcnn"}
+    # a runtime's scores are never averaged with torch's: p-seed1 scored in onnxruntime, the others not
+    dep = pd.DataFrame([{"variant": "p-seed1", "target": "cpu-ort-fp32", "dataset": "live1", "quality": 10,
+                         "protocol": "idcn-rgb", "psnr": 26.5, "ssim": 0.79, "psnrb": 26.4, "runtime": "onnxruntime",
+                         "precision": "fp32"}])
+    dep.to_csv(res / "deployed.csv", index=False)
+    mixed = _points(res, "cpu-ort-fp32", x="tflops_true")
+    row = mixed[mixed["label"].str.startswith("p ")].iloc[0]
+    assert row["y"] == pytest.approx(26.96) and row["seeds"] == 2 and row["y_from"] == "torch"
+
+
 def test_labels_of_points_close_together_are_stacked() -> None:
     from compress.pareto import _label_offsets
 

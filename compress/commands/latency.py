@@ -45,6 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--quiet-wait", type=float, default=60.0, metavar="S",
                    help="give up waiting for a quiet CPU after S seconds per timing and keep the last one "
                    "(default 60)")
+    p.add_argument("--no-quiet-history", action="store_true",
+                   help="judge quietness by this process's probes only, not also by the readings earlier runs on "
+                   "this machine kept in the user cache (the last 14 days): without the history, a run that starts "
+                   "in a busy stretch takes it for normal")
     p.set_defaults(func=run)
 
 
@@ -69,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if not targets:
         raise CompressError("no measured target given (analytic targets have nothing to time)")
     res_map = {r: RESOLUTIONS[r] for r in (args.resolution or list(RESOLUTIONS))}
-    configure_quiet(args.quiet_ratio, args.quiet_wait)
+    configure_quiet(args.quiet_ratio, args.quiet_wait, history=not args.no_quiet_history)
     if args.signatures_only and not args.results:
         raise CompressError("--signatures-only works on --results folders")
     if args.results:

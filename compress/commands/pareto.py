@@ -6,7 +6,7 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from compress.pareto import CostAxis, LatencyPer, QualityAxis, QualityFrom
+    from compress.pareto import CostAxis, LatencyPer, QualityAxis, QualityFrom, Seeds
     from compress.targets import Resolution
 
     p = sub.add_parser(
@@ -32,6 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--latency-per", default=LatencyPer.architecture.value, choices=[v.value for v in LatencyPer],
                    help="architecture (default): variants with the same graph structure share the median of their "
                    "latencies (seed noise does not pick the front); variant: each its own measurement")
+    p.add_argument("--seeds", default=Seeds.mean.value, choices=[v.value for v in Seeds],
+                   help="mean (default): the seed replicates of a condition (variant names that differ only in "
+                   "seedN) are one point at the mean of their scores, shipped as the replicate nearest it; "
+                   "each: every seed its own point")
     p.add_argument("--machine", default=None, metavar="CPU",
                    help="whose latency.csv / deployed.csv rows (their cpu column, e.g. 'AMD EPYC [avx512+vnni+bf16]'): "
                    "default the machine that timed most recently; 'all' mixes machines")
@@ -52,12 +56,13 @@ def run(args: argparse.Namespace) -> int:
     targets = get_targets(args.target)  # unknown names fail first, listing the valid ones
     if args.all:
         files = export_fronts(args.results, targets, args.out, y=args.y, resolution=args.resolution,
-                              quality_from=args.quality_from, latency_per=args.latency_per, machine=args.machine)
+                              quality_from=args.quality_from, latency_per=args.latency_per, machine=args.machine,
+                              seeds=args.seeds)
     else:
         tables = load_tables(args.results, args.machine)
         sel = resolve_selection(tables, args.dataset, args.quality, args.protocol)
         files = write_fronts(tables, targets, sel, args.out, x=args.x, y=args.y, resolution=args.resolution,
-                             quality_from=args.quality_from, latency_per=args.latency_per)
+                             quality_from=args.quality_from, latency_per=args.latency_per, seeds=args.seeds)
     front = [f for f in files if f.name == "front.csv"]
     print(f"wrote {len(files)} files under {Path(args.out)} ({len(front)} front table(s))")
     for f in files:
