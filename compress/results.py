@@ -508,7 +508,10 @@ def results_readme() -> str:
         "precisions and budgets), the `reason` when not, and `on_front`; `y_from` says whether `y` is the torch "
         "score or the target runtime's (deployed.csv); on a latency axis `x_n` counts the measured variants whose "
         "median `x` is (variants of one graph structure share it) and `x_timed` is false for a variant that was "
-        "not timed itself and takes its graph's median.",
+        "not timed itself and takes its graph's median. By default (`--seeds mean`) the seed replicates of a "
+        "condition (variant names that differ only in `seedN`) are one row: `y` the mean of their scores, `x` the "
+        "median of their costs, `seeds` how many scores, `y_sd` their standard deviation, `members` their keys "
+        "(`;`-separated), and `key` / `variant` the replicate whose score is nearest the mean (the one to ship).",
         "- `front.csv`: the non-dominated eligible variants per target (quality up, cost down).",
         "- `front-<target>.png` / `.svg`: the front (log cost axis, every variant labelled, published reference "
         "points drawn apart as 'published, not re-measured'; when a few points lie far below the rest, the y axis "
