@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,3 +28,12 @@ def _no_quiet_wait() -> None:
     from compress.deploy import configure_quiet
 
     configure_quiet(0.0)
+
+
+@pytest.fixture(scope="module")
+def images() -> list[Any]:
+    """One embedded training image, decoded once per test module (stage tests feed it to a StageContext)."""
+    from compress.data.datasets import open_dataset
+
+    ds = open_dataset("embedded", limit=1)
+    return [ds.load(item) for item in ds]

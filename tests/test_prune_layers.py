@@ -30,14 +30,6 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module")
-def images() -> list[Any]:
-    from compress.data.datasets import open_dataset
-
-    ds = open_dataset("embedded", limit=1)
-    return [ds.load(item) for item in ds]
-
-
 def recipe_of(stages: str, *, kwargs: str = S4, extra: str = "") -> Recipe:
     text = (
         f"name: t\nstudent: {{arch: fast_arcnn, arch_kwargs: {kwargs}}}\n{extra}"

@@ -34,15 +34,6 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module")
-def images() -> list[Any]:
-    """One embedded image, decoded once for the whole module."""
-    from compress.data.datasets import open_dataset
-
-    ds = open_dataset("embedded", limit=1)
-    return [ds.load(item) for item in ds]
-
-
 def recipe_of(arch: str, stages: str, *, teachers: str = "") -> Recipe:
     """A validated recipe on embedded data with the given stage lines (YAML flow mappings)."""
     text = (
