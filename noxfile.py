@@ -31,7 +31,7 @@ def compress(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff and mypy on compress/."""
     session.install("-e", ".[dev]")
-    session.run("ruff", "check", "compress", "tests", "noxfile.py")
+    session.run("ruff", "check", "compress", "tests", "tools", "noxfile.py")
     session.run("mypy", "compress")
 
 
