@@ -576,7 +576,7 @@ def _merge_seeds(pts: pd.DataFrame, names: pd.Series) -> pd.DataFrame:
         prefix = f"{row['results']}/" if str(row["label"]).startswith(f"{row['results']}/") else ""
         row["label"] = f"{prefix}{row['condition'] or 'base'} (mean of {len(ys)} seeds)"
         rows.append(row)
-    return pd.DataFrame(rows).drop(columns="condition").reset_index(drop=True)
+    return pd.DataFrame(rows).drop(columns="condition").reset_index(drop=True).infer_objects()
 
 
 def _budget_failures(tables: Tables, target: Target, key: str,
