@@ -100,6 +100,8 @@ def prune_layers(model: nn.Module, cfg: PruneLayersStage, ctx: StageContext) -> 
     if cfg.layers:
         _check_names(candidates, cfg.layers)
         chosen = list(cfg.layers)
+        for name in chosen:
+            _remove(model, candidates[name])
     else:
         count = int(cfg.count or 0)
         if count > len(candidates):
@@ -123,9 +125,6 @@ def prune_layers(model: nn.Module, cfg: PruneLayersStage, ctx: StageContext) -> 
             rounds.append({"loss_before": base, "loss_without": scores, "removed": best})
             _remove(model, candidates[best])
             chosen.append(best)
-    if cfg.layers:
-        for name in chosen:
-            _remove(model, candidates[name])
     model.eval()
     plan = {
         "kind": PLAN_KIND,
