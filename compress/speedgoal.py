@@ -11,7 +11,9 @@ measured target and resolution:
 
 A variant's PSNR on a target is its score in that target's runtime (``deployed.csv``, see
 :mod:`compress.deployed`) where it has one, else the torch score; its ms is the median over the variants
-that share its graph structure (see :func:`compress.pareto.latency_at`), as on the fronts.
+that share its graph structure (see :func:`compress.pareto.latency_at`), as on the fronts. As on the fronts,
+the seed replicates of one condition (``seeds=mean``, the default) are one candidate at the mean of their
+scores, so a lucky seed does not pass the floor for its condition.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from compress.errors import DataError
-from compress.pareto import Selection, deployed_at, latency_at, load_tables
+from compress.pareto import Seeds, Selection, condition_of, deployed_at, latency_at, load_tables
 
 #: 30 frames per second.
 REAL_TIME_MS = 1000.0 / 30.0
@@ -40,7 +42,8 @@ class Goal:
     budget_ms: float = REAL_TIME_MS
 
 
-def speed_goal(results: Sequence[str | Path], goal: Goal = Goal(), machine: str | None = None) -> pd.DataFrame:
+def speed_goal(results: Sequence[str | Path], goal: Goal = Goal(), machine: str | None = None,
+               seeds: Seeds | str = Seeds.mean) -> pd.DataFrame:
     """One row per target x resolution that has latency rows: the answer to the speed goal there.
 
     Columns: ``target``, ``resolution``, ``floor_psnr`` (JPEG + gain), ``variant`` / ``psnr`` / ``ms``
@@ -53,6 +56,13 @@ def speed_goal(results: Sequence[str | Path], goal: Goal = Goal(), machine: str 
     untimed variants that share a timed graph and take its median), ``n_deployed`` (how many of those have
     a runtime score), ``machine`` (whose latency and deployed rows: see :func:`compress.pareto.load_tables`,
     default the machine that timed most recently) and the goal's settings.
+
+    ``seeds=mean``: variants whose names differ only in ``seedN`` tokens (one condition, one results folder:
+    :func:`compress.pareto.condition_of`) are one candidate named ``<condition> (mean of N seeds)``, at the
+    mean of their PSNRs (the commonest score source only: a runtime's scores are not mixed with torch's)
+    and the median of their ms; the ``seeds`` and ``psnr_sd`` columns (``best_seeds`` for the best one) say
+    how many replicates the pick averages and how far apart they lie. ``each``: every variant its own
+    candidate.
 
     Raises:
         DataError: no quality rows for the goal's selection, or no latency rows at all.
@@ -82,10 +92,18 @@ def speed_goal(results: Sequence[str | Path], goal: Goal = Goal(), machine: str 
         dep = deployed_at(t, str(target), Selection(goal.dataset, goal.quality, goal.protocol))
         timed["psnr"] = [float(dep.at[k, "psnr"]) if k in dep.index else float(scores.at[k, "psnr"])
                          for k in timed["key"]]
+        timed["psnr_from"] = ["deployed" if k in dep.index else "torch" for k in timed["key"]]
         several = t.quality["results"].nunique() > 1
         timed["name"] = [f"{r}/{v}" if several else str(v) for r, v in zip(timed["results"], timed["variant"],
                                                                              strict=True)]
         timed["ms"] = timed["key"].map(lk.ms).astype(float)
+        names = scores["variant_name"] if "variant_name" in scores.columns else scores["variant"]
+        timed["condition"] = [condition_of(str(names.at[k])) for k in timed["key"]]
+        timed["n_timed"] = timed["key"].map(lk.measured).astype(int)
+        timed["n_deployed"] = timed["key"].isin(dep.index).astype(int)
+        timed["members"] = 1
+        timed = _merge_seeds(timed, several) if Seeds(seeds) is Seeds.mean else \
+            timed.assign(seeds=1, psnr_sd=float("nan"))
         # equal times (variants of one graph share a median): the better variant is the answer
         by_speed = timed.sort_values(["ms", "psnr"], ascending=[True, False])
         fastest = by_speed.iloc[0]
@@ -102,15 +120,37 @@ def speed_goal(results: Sequence[str | Path], goal: Goal = Goal(), machine: str 
             "variant": pick["name"] if pick is not None else "",
             "psnr": float(pick["psnr"]) if pick is not None else float("nan"),
             "ms": float(pick["ms"]) if pick is not None else float("nan"),
+            "seeds": int(pick["seeds"]) if pick is not None else 0,
+            "psnr_sd": float(pick["psnr_sd"]) if pick is not None else float("nan"),
             "met": bool(pick is not None and float(pick["ms"]) <= goal.budget_ms),
             "fastest_variant": fastest["name"], "fastest_psnr": float(fastest["psnr"]),
             "fastest_ms": float(fastest["ms"]),
             "best_variant": best["name"], "best_psnr": float(best["psnr"]), "best_ms": float(best["ms"]),
+            "best_seeds": int(best["seeds"]),
             "short_db": 0.0 if pick is not None else round(floor - float(best["psnr"]), 4),
             "fastest_gmac_per_s": gmacs_s, "gmac_in_budget": gmacs_s * goal.budget_ms / 1e3,
-            "n_timed": int(timed["key"].map(lk.measured).sum()), "n_with_latency": len(timed),
-            "n_deployed": int(timed["key"].isin(dep.index).sum()), "machine": t.machine,
+            "n_timed": int(timed["n_timed"].sum()), "n_with_latency": int(timed["members"].sum()),
+            "n_deployed": int(timed["n_deployed"].sum()), "machine": t.machine, "seed_mode": Seeds(seeds).value,
             **{f"goal_{k}": v for k, v in asdict(goal).items()},
+        })
+    return pd.DataFrame(rows)
+
+
+def _merge_seeds(timed: pd.DataFrame, several: bool) -> pd.DataFrame:
+    """One candidate per results folder x condition (see :func:`speed_goal`, ``seeds=mean``)."""
+    rows = []
+    for (res, cond), g in timed.groupby(["results", "condition"], sort=False):
+        if len(g) == 1:
+            rows.append(g.iloc[0].to_dict() | {"seeds": 1, "psnr_sd": float("nan")})
+            continue
+        same = g[g["psnr_from"] == g["psnr_from"].value_counts().index[0]]
+        mean = float(same["psnr"].mean())
+        rep = same.loc[(same["psnr"] - mean).abs().idxmin()]  # the replicate to ship: nearest the mean
+        label = f"{cond or 'base'} (mean of {len(same)} seeds)"
+        rows.append(rep.to_dict() | {
+            "psnr": mean, "psnr_sd": float(same["psnr"].std(ddof=1)), "seeds": len(same),
+            "ms": float(g["ms"].median()), "name": f"{res}/{label}" if several else label,
+            "n_timed": int(g["n_timed"].sum()), "n_deployed": int(g["n_deployed"].sum()), "members": len(g),
         })
     return pd.DataFrame(rows)
 
@@ -136,16 +176,17 @@ def to_markdown(table: pd.DataFrame) -> str:
                      f"{r.fastest_psnr:.3f} | {r.fastest_ms:.1f} | {r.best_psnr:.3f} ({r.best_ms:.1f}) | "
                      f"{r.short_db:.3f} | {r.fastest_gmac_per_s:.1f} | {r.gmac_in_budget:.2f} |")
     lines += ["", "PSNR is the target runtime's own score where `deployed.csv` has one (else torch's); ms is the "
-              "median over the variants that share a graph structure. GMAC/frame in budget = the true MACs the "
-              "runtime sustains on its fastest variant x the budget: the size a model must shrink to (at that "
+              "median over the variants that share a graph structure. A condition run with several seeds is one "
+              "candidate at the mean of their PSNRs (named '(mean of N seeds)'). GMAC/frame in budget = the true "
+              "MACs the runtime sustains on its fastest variant x the budget: the size a model must shrink to (at that "
               "efficiency) to run in real time."]
     return "\n".join(lines) + "\n"
 
 
 def write_speed_goal(results: Sequence[str | Path], out_dir: str | Path, goal: Goal = Goal(),
-                     machine: str | None = None) -> list[Path]:
+                     machine: str | None = None, seeds: Seeds | str = Seeds.mean) -> list[Path]:
     """Write ``speed_goal.csv`` and ``speed_goal.md`` into ``out_dir``; return both paths."""
-    table = speed_goal(results, goal, machine)
+    table = speed_goal(results, goal, machine, seeds)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv, md = out / "speed_goal.csv", out / "speed_goal.md"

@@ -130,3 +130,23 @@ def test_cli_default_folders_include_untimed_ones_and_skip_bench(tmp_path: Path,
     row = pd.read_csv(tmp_path / "out" / "speed_goal.csv").set_index("target").loc["cpu-a"]
     assert row["best_variant"] == "control/fast-ft" and row["best_ms"] == 100.0
     assert "| cpu-a |" in capsys.readouterr().out
+
+
+def test_seed_replicates_are_one_candidate_at_their_mean(tmp_path: Path) -> None:
+    """A lucky seed does not pass the floor for its condition: 'cut' seeds 123/124/125 score 26.71 / 26.66 /
+    26.65 (mean 26.673 < 26.69), so the answer is the slower 'mid' (26.80), unless seeds=each."""
+    variants = {name: (psnr, 0.20, 8, 8, 100_000, 100.0) for name, psnr in
+                (("cut", 26.71), ("cut-seed124", 26.66), ("cut-seed125", 26.65), ("mid", 26.80))}
+    lat = {("cut", "cpu-a"): 20.0, ("cut-seed124", "cpu-a"): 22.0, ("cut-seed125", "cpu-a"): 30.0,
+           ("mid", "cpu-a"): 31.0}
+    root = make_results(tmp_path / "seeds", variants, latency=lat)
+    a = _row(speed_goal([root]), "cpu-a")
+    assert (a["variant"], a["psnr"], a["seeds"]) == ("mid", 26.80, 1)
+    assert a["fastest_variant"] == "cut (mean of 3 seeds)"
+    assert a["fastest_psnr"] == pytest.approx((26.71 + 26.66 + 26.65) / 3)
+    assert a["fastest_ms"] == 22.0  # the median of the replicates' times
+    assert (a["n_timed"], a["n_with_latency"]) == (4, 4)
+    each = _row(speed_goal([root], seeds="each"), "cpu-a")
+    assert (each["variant"], each["ms"], each["seeds"]) == ("cut", 20.0, 1)
+    md = write_speed_goal([root], tmp_path / "md")[1].read_text()
+    assert "| cut (mean of 3 seeds) | 26.673 | 22.0 |" in md

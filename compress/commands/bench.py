@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--machine", default=None, metavar="CPU",
                    help="speedgoal: whose latencies (the cpu column of latency.csv; default: the machine that timed "
                    "most recently; 'all' mixes machines)")
+    p.add_argument("--seeds", choices=["mean", "each"], default="mean",
+                   help="speedgoal: mean (default): the seed replicates of a condition are one candidate at the "
+                   "mean of their PSNRs; each: every seed its own")
     p.add_argument("--ablation", nargs="+", default=list(ABLATIONS), metavar="FILE",
                    help="ablation: the ablation files (default: %(default)s)")
     p.add_argument("--threads", type=int, default=2,
@@ -111,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
             from compress.errors import DataError
 
             raise DataError("speedgoal: no results/*/quality.csv; run a recipe first or pass --results")
-        csv, md = write_speed_goal(folders, out, Goal(min_gain_db=args.min_gain), machine=args.machine)
+        csv, md = write_speed_goal(folders, out, Goal(min_gain_db=args.min_gain), machine=args.machine,
+                                   seeds=args.seeds)
         print(md.read_text(encoding="utf-8"), end="")
         print(csv)
     return 0
