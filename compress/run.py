@@ -179,6 +179,29 @@ def describe(variant: Variant) -> str:
     return f"{stages}" + (f"  [{vals}]" if vals else "")
 
 
+def emulated_bf16_warning(variants: Sequence[Variant]) -> str:
+    """A warning when some stage asks for ``precision: bf16`` on a host without native bf16, else ``""``.
+
+    On AVX2-only CPUs autocast emulates bf16 and training runs ~10x slower than in fp32
+    (results/bench/train_speed.csv). The recipe still runs as written (its results must stay those of the
+    recipe); the warning says what it will cost and how to opt out.
+    """
+    from compress.train import native_bf16
+
+    hits = [(v, i, st.type) for v in variants for i, st in enumerate(v.recipe.stages)
+            if getattr(getattr(st, "precision", None), "value", None) == "bf16"]
+    if not hits or native_bf16():
+        return ""
+    from compress.deploy import cpu_name
+
+    kinds = sorted({f"stage {i} ({t})" for _, i, t in hits})
+    n = len({v.id for v, _, _ in hits})
+    return (f"{n} variant(s) train with precision: bf16 ({', '.join(kinds)}), but this CPU ({cpu_name()}) "
+            "has no native bf16 (AVX-512 BF16 / AMX): autocast emulates it and trains about 10x "
+            "slower than fp32 (results/bench/train_speed.csv). The recipe runs as written; precision: fp32 "
+            "trains at full speed here but is another variant (another run key), not a replicate of this one.")
+
+
 # ---------------------------------------------------------------------------------------------
 # data check
 
@@ -395,8 +418,13 @@ def run_recipes(
             "TFLOPS: the brief's convention (thop MACs x 30), (true): transposed convolutions charged per input "
             "pixel, the figure the fronts use"
         )
+        if warning := emulated_bf16_warning(variants):
+            out(f"warning: {warning}")
         return [VariantOutcome(v.recipe.name, v.id, "planned", variant_dir(opts.results_dir, v)) for v in variants]
     check_data(variants, opts.data_root)
-    from compress.executors import run_variants
+    from compress.executors import _split_done, run_variants
+
+    if warning := emulated_bf16_warning(_split_done(variants, opts)[1]):
+        log.warning(warning)
 
     return run_variants(variants, opts, out)

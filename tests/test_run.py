@@ -132,6 +132,32 @@ def test_dry_run_lists_variants_and_cost(tmp_path: Path, capsys: pytest.CaptureF
     assert main(["run", str(recipe), "--dry-run", "--only", "nope"]) == 2
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_stages_warn_where_bf16_is_emulated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 native: bool) -> None:
+    """A recipe that asks for bf16 autocast on an AVX2-only CPU (10x slower than fp32 there) says so before
+    it runs; on a CPU with native bf16, and for fp32 recipes, nothing is said."""
+    import compress.train
+
+    monkeypatch.setattr(compress.train, "native_bf16", lambda: native)
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(TINY.replace("steps: 1, batch_size: 2, patch_size: 32}", "steps: 1, batch_size: 2, "
+                                   "patch_size: 32, precision: bf16}", 1))
+    lines: list[str] = []
+    run_recipes([recipe], dry_run=True, out=lines.append)
+    warned = [line for line in lines if line.startswith("warning: ")]
+    if native:
+        assert not warned
+    else:
+        assert len(warned) == 1 and "2 variant(s) train with precision: bf16 (stage 1 (distill))" in warned[0]
+        assert "10x slower" in warned[0]
+    fp32 = tmp_path / "fp32.yaml"
+    fp32.write_text(TINY)
+    lines.clear()
+    run_recipes([fp32], dry_run=True, out=lines.append)
+    assert not [line for line in lines if line.startswith("warning: ")]
+
+
 def test_append_replaces_rows_with_the_same_key(tmp_path: Path) -> None:
     path = tmp_path / "t.csv"
     cols = ["variant", "quality", "psnr"]
