@@ -1237,8 +1237,12 @@ def measure_results(
     skip_done: bool = False,
     per_graph: int | None = None,
     graph_counts: dict[tuple[str, str], int] | None = None,
+    log: Callable[[str], None] = print,
 ) -> Path:
     """Measure every variant of a results folder on every measured target it can run; upsert ``latency.csv``.
+
+    Variants whose ONNX file is missing (a clone holds them for front members only) are skipped with a
+    message: their graph's other variants, where timed, stand in for them on fronts.
 
     With ``skip_done``, a variant x target already in ``latency.csv`` at every requested resolution, for the
     same ONNX file (SHA-256), is not measured again: a stopped measurement resumes where it was.
@@ -1277,6 +1281,10 @@ def measure_results(
         first = rows.iloc[0]
         onnx = Path(str(first[onnx_column]))
         onnx = onnx if onnx.is_absolute() else root / onnx
+        if not onnx.is_file():
+            log(f"{root.name}/{variant}: no {onnx} (weights and ONNX are committed for front variants only): "
+                "skipped")
+            continue
         analytic = dict(zip(rows["resolution"], rows["peak_activation_mb"], strict=True))
         digest = sha256(onnx) if done and onnx.is_file() else ""
         sig = graph_signature(onnx) if per_graph is not None and onnx.is_file() else ""

@@ -313,6 +313,23 @@ def test_measure_results_then_pareto_on_latency(tiny_onnx: Path, tmp_path: Path)
     assert sorted(pd.read_csv(out)["resolution"]) == ["480p30", "720p30"]
 
 
+def test_measure_results_skips_variants_whose_onnx_is_not_here(tiny_onnx: Path, tmp_path: Path) -> None:
+    """A clone holds weights and ONNX for front members only: the others are skipped with a message, not an
+    error that stops the folder."""
+    from compress.deploy import measure_results
+
+    root = tmp_path / "clone"
+    root.mkdir()
+    base = {"resolution": "720p30", "weight_bits": 32, "act_bits": 32, "peak_activation_mb": 20.0}
+    pd.DataFrame([{"variant": "gone", "onnx_path": "gone/model.onnx", **base},
+                  {"variant": "tiny", "onnx_path": str(tiny_onnx), **base}]).to_csv(root / "cost.csv", index=False)
+    said: list[str] = []
+    out = measure_results(root, [get_target("cpu-ort-fp32")], resolutions={"720p30": (1280, 720)}, n=2, warmup=1,
+                          peak_memory=False, log=said.append)
+    assert pd.read_csv(out)["variant"].tolist() == ["tiny"]
+    assert len(said) == 1 and said[0].startswith("clone/gone: no ") and said[0].endswith("skipped")
+
+
 def test_per_graph_times_one_variant_of_a_graph_and_the_rest_share_it(tiny_onnx: Path, tmp_path: Path) -> None:
     """--per-graph 1: of two variants with one graph only the first is timed; cost.csv's backfilled signature
     gives the other the same latency on the front."""
