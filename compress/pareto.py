@@ -85,6 +85,23 @@ def condition_of(variant_name: str) -> str:
     return "" if condition == "base" else condition
 
 
+def seed_source(sources: pd.Series) -> str:
+    """Which score source a condition's seed mean uses: the commonest of ``sources`` (``torch`` or a
+    runtime's), the runtime's on a tie (it is what ships). Scores from two sources are never averaged."""
+    counts = sources.astype(str).value_counts()
+    top = counts[counts == counts.max()].index
+    return str(sorted(top, key=lambda s: (s == "torch", s))[0])
+
+
+def seeds_label(condition: str, n_scored: int, n_run: int) -> str:
+    """``<condition> (mean of N seeds)``, or ``(1 of N seeds)`` when only one replicate has a score from
+    the source used (e.g. the only one scored in the target's runtime)."""
+    name = condition or "base"
+    if n_scored == n_run:
+        return f"{name} (mean of {n_run} seeds)"
+    return f"{name} (mean of {n_scored} of {n_run} seeds)" if n_scored > 1 else f"{name} (1 of {n_run} seeds)"
+
+
 class QualityFrom(StrEnum):
     """Where a target's quality comes from: ``deployed`` (the runtime's score in deployed.csv where there
     is one, else torch's) or ``torch`` (quality.csv only)."""
@@ -558,7 +575,7 @@ def _merge_seeds(pts: pd.DataFrame, names: pd.Series) -> pd.DataFrame:
         if len(g) == 1:
             rows.append(g.iloc[0])
             continue
-        same = g[g["y_from"] == g["y_from"].value_counts().index[0]]
+        same = g[g["y_from"] == seed_source(g["y_from"])]
         ys = same["y"][np.isfinite(same["y"].to_numpy(dtype=float))]
         mean = float(ys.mean()) if len(ys) else math.nan
         row = g.loc[(ys - mean).abs().idxmin() if len(ys) else g.index[0]].copy()
@@ -574,7 +591,7 @@ def _merge_seeds(pts: pd.DataFrame, names: pd.Series) -> pd.DataFrame:
             row["eligible"] = False
             row["reason"] = str(bad["reason"].iloc[0])
         prefix = f"{row['results']}/" if str(row["label"]).startswith(f"{row['results']}/") else ""
-        row["label"] = f"{prefix}{row['condition'] or 'base'} (mean of {len(ys)} seeds)"
+        row["label"] = prefix + seeds_label(str(row["condition"]), len(ys), len(g))
         rows.append(row)
     return pd.DataFrame(rows).drop(columns="condition").reset_index(drop=True).infer_objects()
 

@@ -501,6 +501,10 @@ def results_readme() -> str:
         "",
         "## fronts/<dataset>-q<quality>-<protocol>/ (and any `compress pareto --out` folder)",
         "",
+        "`fronts/` is drawn from the AMX Xeon's latency and deployed rows (`--machine 'Intel(R) Xeon(R) Processor "
+        "[avx512+vnni+bf16+amx]'`), `fronts-avx2/` from the AVX2 EPYC's (`--machine 'AMD EPYC [avx2]'`), whose "
+        "fronts hold only the variants it timed (those whose ONNX is committed, and their graphs' other variants).",
+        "",
         "Written by `compress pareto` / `compress main` (module `compress.pareto`) from the tables above only:",
         "",
         "- `points.csv`: every variant per target with its cost `x` and quality `y`, `machine` (whose latency and "
@@ -532,13 +536,17 @@ def results_readme() -> str:
         "| `avx512-bf16/` | the same files measured on a second machine (`compress bench ... --out "
         "results/bench/avx512-bf16`: AVX-512 with VNNI and BF16), and that machine's `speed_goal.md` / `.csv` "
         "(`compress bench speedgoal --machine 'AMD EPYC [avx512+vnni+bf16]' --out results/bench/avx512-bf16`); "
-        "the top-level files are the AVX2 machine's, except `speed_goal.*`, which follow the machine that timed last |",
+        "the top-level files are the first AVX2 machine's, except `speed_goal.*`, which are the AMX Xeon's |",
+        "| `avx2/speed_goal.*` | the speed goal on the AVX2 EPYC of session 15 (`compress bench speedgoal --machine "
+        "'AMD EPYC [avx2]' --out results/bench/avx2`) |",
         "| `avx512-amx/latency.csv` | `compress bench latency` on the third machine (Xeon with AMX, shared with busy "
         "neighbours: see `probe_gflops`) |",
         "| `latency.csv` | per-target ms/frame at 720p and the fraction of the matmul peak reached |",
         "| `speed_goal.csv` / `.md` | `compress bench speedgoal`, from the results folders' `quality.csv` + "
         "`latency.csv` only: per target x resolution, the fastest timed variant with LIVE1 q10 `idcn-rgb` PSNR >= "
-        "JPEG + 1 dB (`variant`, `psnr`, `ms`, `met` = within 33.3 ms), the fastest variant of all and the best one "
+        "JPEG + 1 dB (`variant`, `psnr`, `ms`, `met` = within 33.3 ms; with `--seeds mean`, the default, the seed "
+        "replicates of a condition are one candidate at their mean PSNR and median ms, `seeds` / `psnr_sd` say how "
+        "many and how far apart, `seed_mode` which way), the fastest variant of all and the best one "
         "(`fastest_*`, `best_*`), `short_db` (how far the best timed variant is below the floor when none reaches "
         "it), `fastest_gmac_per_s` / `gmac_in_budget` (true GMAC/s the runtime sustains on the fastest variant, and "
         "the GMACs per frame that fit the budget at that rate), `n_timed` (variants timed themselves), "

@@ -25,7 +25,16 @@ from pathlib import Path
 import pandas as pd
 
 from compress.errors import DataError
-from compress.pareto import Seeds, Selection, condition_of, deployed_at, latency_at, load_tables
+from compress.pareto import (
+    Seeds,
+    Selection,
+    condition_of,
+    deployed_at,
+    latency_at,
+    load_tables,
+    seed_source,
+    seeds_label,
+)
 
 #: 30 frames per second.
 REAL_TIME_MS = 1000.0 / 30.0
@@ -59,7 +68,8 @@ def speed_goal(results: Sequence[str | Path], goal: Goal = Goal(), machine: str 
 
     ``seeds=mean``: variants whose names differ only in ``seedN`` tokens (one condition, one results folder:
     :func:`compress.pareto.condition_of`) are one candidate named ``<condition> (mean of N seeds)``, at the
-    mean of their PSNRs (the commonest score source only: a runtime's scores are not mixed with torch's)
+    mean of their PSNRs (one score source only, :func:`compress.pareto.seed_source`: a runtime's scores are
+    not mixed with torch's; ``(1 of N seeds)`` when one replicate alone has the runtime's score)
     and the median of their ms; the ``seeds`` and ``psnr_sd`` columns (``best_seeds`` for the best one) say
     how many replicates the pick averages and how far apart they lie. ``each``: every variant its own
     candidate.
@@ -143,10 +153,10 @@ def _merge_seeds(timed: pd.DataFrame, several: bool) -> pd.DataFrame:
         if len(g) == 1:
             rows.append(g.iloc[0].to_dict() | {"seeds": 1, "psnr_sd": float("nan")})
             continue
-        same = g[g["psnr_from"] == g["psnr_from"].value_counts().index[0]]
+        same = g[g["psnr_from"] == seed_source(g["psnr_from"])]
         mean = float(same["psnr"].mean())
         rep = same.loc[(same["psnr"] - mean).abs().idxmin()]  # the replicate to ship: nearest the mean
-        label = f"{cond or 'base'} (mean of {len(same)} seeds)"
+        label = seeds_label(str(cond), len(same), len(g))
         rows.append(rep.to_dict() | {
             "psnr": mean, "psnr_sd": float(same["psnr"].std(ddof=1)), "seeds": len(same),
             "ms": float(g["ms"].median()), "name": f"{res}/{label}" if several else label,

@@ -495,3 +495,14 @@ def test_front_plot_zooms_past_far_off_points(tmp_path: Path) -> None:
     lo, hi = ax.get_ylim()
     assert 24.0 < lo < 26.5 and hi > 26.7
     assert any(t.get_text() == "w4a4: 21.00" for t in ax.texts)
+
+
+def test_seed_source_and_label() -> None:
+    """A condition's mean uses one score source, the runtime's on a tie; the label counts what it averages."""
+    from compress.pareto import seed_source, seeds_label
+
+    assert seed_source(pd.Series(["torch", "openvino int8"])) == "openvino int8"
+    assert seed_source(pd.Series(["torch", "torch", "openvino int8"])) == "torch"
+    assert seeds_label("", 3, 3) == "base (mean of 3 seeds)"
+    assert seeds_label("ratio0.5", 2, 3) == "ratio0.5 (mean of 2 of 3 seeds)"
+    assert seeds_label("ratio0.5", 1, 2) == "ratio0.5 (1 of 2 seeds)"

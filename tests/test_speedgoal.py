@@ -150,3 +150,17 @@ def test_seed_replicates_are_one_candidate_at_their_mean(tmp_path: Path) -> None
     assert (each["variant"], each["ms"], each["seeds"]) == ("cut", 20.0, 1)
     md = write_speed_goal([root], tmp_path / "md")[1].read_text()
     assert "| cut (mean of 3 seeds) | 26.673 | 22.0 |" in md
+
+
+def test_seed_mean_prefers_the_runtime_score_and_says_how_many(tmp_path: Path) -> None:
+    """Two replicates, only one scored in cpu-a's runtime: the runtime's score is used (it is what ships), not
+    averaged with the other's torch score, and the name says it stands for 1 of 2 seeds."""
+    import pandas as pd
+
+    variants = {"cut": (26.75, 0.20, 8, 8, 100_000, 100.0), "cut-seed124": (26.80, 0.20, 8, 8, 100_000, 100.0)}
+    root = make_results(tmp_path / "mixed", variants, latency={("cut", "cpu-a"): 20.0, ("cut-seed124", "cpu-a"): 22.0})
+    pd.DataFrame([{"variant": "cut", "target": "cpu-a", "runtime": "openvino", "precision": "int8",
+                   "dataset": "live1", "quality": 10, "protocol": "idcn-rgb", "psnr": 26.74}]
+                 ).to_csv(root / "deployed.csv", index=False)
+    a = _row(speed_goal([root]), "cpu-a")
+    assert (a["variant"], a["psnr"], a["seeds"]) == ("cut (1 of 2 seeds)", 26.74, 1)
