@@ -648,20 +648,24 @@ def _standard_resolutions() -> dict[str, tuple[int, int]]:
     return dict(RESOLUTIONS)
 
 
-def _cpuinfo() -> tuple[str, set[str]]:
-    """The first processor's model name and flags in ``/proc/cpuinfo`` (empty where there is none)."""
-    model, flags = "", set[str]()
+def _cpuinfo_fields() -> dict[str, str]:
+    """The first processor's fields in ``/proc/cpuinfo`` (empty where there is none)."""
+    fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and not model:
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-            if model and flags:
-                break
+            if not line.strip():
+                break  # the end of the first processor
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return model, flags
+    return fields
+
+
+def _cpuinfo() -> tuple[str, set[str]]:
+    """The first processor's model name and flags in ``/proc/cpuinfo`` (empty where there is none)."""
+    fields = _cpuinfo_fields()
+    return fields.get("model name", ""), set(fields.get("flags", "").split())
 
 
 def cpu_isa(flags: set[str] | None = None) -> str:
@@ -681,12 +685,20 @@ def cpu_isa(flags: set[str] | None = None) -> str:
     return "+".join([base, *extra])
 
 
-def cpu_name() -> str:
+def cpu_name(fields: Mapping[str, str] | None = None) -> str:
     """The machine that timed a row: the CPU model name and its :func:`cpu_isa` in brackets, e.g.
-    ``AMD EPYC [avx512+vnni+bf16]`` (latency and deployed rows are kept apart per machine)."""
-    model, flags = _cpuinfo()
-    model = model or platform.processor() or platform.machine()
-    isa = cpu_isa(flags)
+    ``AMD EPYC 7763 64-Core Processor [avx2]`` (latency and deployed rows are kept apart per machine).
+
+    A virtual machine may report a generic name with no model number (``AMD EPYC``, ``Intel(R) Xeon(R)
+    Processor``): then the CPU family and model number follow it, ``AMD EPYC (family 23 model 1) [avx2]``,
+    because two generations under one name differed 3x in speed here. ``fields``: ``/proc/cpuinfo``'s
+    (default: this machine's).
+    """
+    f = _cpuinfo_fields() if fields is None else fields
+    model = f.get("model name", "") or platform.processor() or platform.machine()
+    if not any(ch.isdigit() for ch in model) and f.get("cpu family") and f.get("model"):
+        model += f" (family {f['cpu family']} model {f['model']})"
+    isa = cpu_isa(set(f.get("flags", "").split()))
     return f"{model} [{isa}]" if isa else model
 
 

@@ -474,6 +474,19 @@ def test_cpu_isa_from_flags() -> None:
     assert cpu_isa(set()) == ""
 
 
+def test_cpu_name_adds_family_and_model_to_a_generic_name() -> None:
+    """A VM's generic "AMD EPYC" hid two generations 3x apart in speed: without a model number in the name the
+    family and model follow it; a full name stays as it is."""
+    from compress.deploy import cpu_name
+
+    zen1 = {"model name": "AMD EPYC", "cpu family": "23", "model": "1", "flags": "fpu avx avx2 fma"}
+    assert cpu_name(zen1) == "AMD EPYC (family 23 model 1) [avx2]"
+    full = {**zen1, "model name": "AMD EPYC 7763 64-Core Processor"}
+    assert cpu_name(full) == "AMD EPYC 7763 64-Core Processor [avx2]"
+    xeon = {"model name": "Intel(R) Xeon(R) Processor", "flags": "avx2"}  # no family / model given
+    assert cpu_name(xeon) == "Intel(R) Xeon(R) Processor [avx2]"
+
+
 def test_front_plot_zooms_past_far_off_points(tmp_path: Path) -> None:
     """An untuned 4-bit point 5 dB down would flatten the rest: the y axis keeps the top 2 dB (front and
     published points always inside) and the far-off point is drawn at its lower edge with its value."""
