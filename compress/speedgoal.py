@@ -187,7 +187,8 @@ def to_markdown(table: pd.DataFrame) -> str:
                      f"{r.short_db:.3f} | {r.fastest_gmac_per_s:.1f} | {r.gmac_in_budget:.2f} |")
     lines += ["", "PSNR is the target runtime's own score where `deployed.csv` has one (else torch's); ms is the "
               "median over the variants that share a graph structure. A condition run with several seeds is one "
-              "candidate at the mean of their PSNRs (named '(mean of N seeds)'). GMAC/frame in budget = the true "
+              "candidate at the mean of their PSNRs (named '(mean of N seeds)'; '(1 of N seeds)' where one replicate "
+              "alone was scored in the runtime). GMAC/frame in budget = the true "
               "MACs the runtime sustains on its fastest variant x the budget: the size a model must shrink to (at that "
               "efficiency) to run in real time."]
     return "\n".join(lines) + "\n"

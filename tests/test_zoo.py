@@ -14,15 +14,15 @@ from compress.nets import build_model
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 CARDS = sorted(p.parent.name for p in MODELS_DIR.glob("*/card.json"))
-# The teachers take minutes each on the full LIVE1 on 2 cores: their re-measurement runs with -m slow
-# (the students', seconds each, in the default suite).
-TEACHERS = {"rdn_s", "idcn_s", "rdn", "idcn"}
-LIVE1_CHECKS = [pytest.param(n, marks=pytest.mark.slow) if read_card(MODELS_DIR / n).arch in TEACHERS else n
-                for n in CARDS]
+# A full-LIVE1 evaluation takes 0.5-3 min per student on a 2-core AVX2 CPU and minutes per teacher: the default
+# suite re-measures one card per student family (the brief's two students, the Y student, the stride-4 speed-goal
+# parent); every other card, teachers included, is re-measured with -m slow.
+DEFAULT_LIVE1 = {"arcnn-q10", "arcnn-y-q10", "fast-arcnn-q10", "fast-arcnn-s4-q10"}
+LIVE1_CHECKS = [n if n in DEFAULT_LIVE1 else pytest.param(n, marks=pytest.mark.slow) for n in CARDS]
 
 
 def test_zoo_has_cards() -> None:
-    assert {"arcnn-q10", "fast-arcnn-q10"} <= set(CARDS)
+    assert {"arcnn-q10", "fast-arcnn-q10"} <= set(CARDS) and DEFAULT_LIVE1 <= set(CARDS)
 
 
 @pytest.mark.parametrize("name", CARDS)
