@@ -164,7 +164,7 @@ def _absolute(opts: RunOptions) -> RunOptions:
     return replace(opts, results_dir=opts.results_dir.resolve(), data_root=data_root)
 
 
-def _split_done(variants: Sequence[Variant], opts: RunOptions) -> tuple[list[VariantOutcome], list[Variant]]:
+def split_done(variants: Sequence[Variant], opts: RunOptions) -> tuple[list[VariantOutcome], list[Variant]]:
     """(outcomes of variants already done with the same run key, variants left to run)."""
     from compress import results
     from compress.run import VariantOutcome, run_key, variant_dir
@@ -254,7 +254,7 @@ def run_local(variants: Sequence[Variant], opts: RunOptions, out: Out = print) -
     from concurrent.futures.process import BrokenProcessPool
 
     opts = _absolute(opts)
-    skipped, todo = _split_done(variants, opts)
+    skipped, todo = split_done(variants, opts)
     for o in skipped:
         out(f"{o.recipe}/{o.variant}:" + _status_line(o))
     if not todo:
@@ -335,7 +335,7 @@ def run_ray(variants: Sequence[Variant], opts: RunOptions, out: Out = print) -> 
     """
     ray = import_ray()
     opts = _absolute(opts)
-    skipped, todo = _split_done(variants, opts)
+    skipped, todo = split_done(variants, opts)
     for o in skipped:
         out(f"{o.recipe}/{o.variant}:" + _status_line(o))
     if not todo:

@@ -99,7 +99,7 @@ def seeds_label(condition: str, n_scored: int, n_run: int) -> str:
     name = condition or "base"
     if n_scored == n_run:
         return f"{name} (mean of {n_run} seeds)"
-    return f"{name} (mean of {n_scored} of {n_run} seeds)" if n_scored > 1 else f"{name} (1 of {n_run} seeds)"
+    return f"{name} (mean of {n_scored} of {n_run} seeds)" if n_scored > 1 else f"{name} ({n_scored} of {n_run} seeds)"
 
 
 class QualityFrom(StrEnum):

@@ -502,8 +502,9 @@ def results_readme() -> str:
         "## fronts/<dataset>-q<quality>-<protocol>/ (and any `compress pareto --out` folder)",
         "",
         "`fronts/` is drawn from the AMX Xeon's latency and deployed rows (`--machine 'Intel(R) Xeon(R) Processor "
-        "[avx512+vnni+bf16+amx]'`), `fronts-avx2/` from the AVX2 EPYC's (`--machine 'AMD EPYC [avx2]'`), whose "
-        "fronts hold only the variants it timed (those whose ONNX is committed, and their graphs' other variants).",
+        "[avx512+vnni+bf16+amx]'`), `fronts-avx2/` from session 15's AVX2 EPYC's (`--machine 'AMD EPYC "
+        "(family 23 model 1) [avx2]'`, live1 q10, the five targets timed there), whose fronts hold only the "
+        "variants it timed (those whose ONNX is committed, and their graphs' other variants).",
         "",
         "Written by `compress pareto` / `compress main` (module `compress.pareto`) from the tables above only:",
         "",
@@ -538,7 +539,7 @@ def results_readme() -> str:
         "(`compress bench speedgoal --machine 'AMD EPYC [avx512+vnni+bf16]' --out results/bench/avx512-bf16`); "
         "the top-level files are the first AVX2 machine's, except `speed_goal.*`, which are the AMX Xeon's |",
         "| `avx2/speed_goal.*` | the speed goal on the AVX2 EPYC of session 15 (`compress bench speedgoal --machine "
-        "'AMD EPYC [avx2]' --out results/bench/avx2`) |",
+        "'AMD EPYC (family 23 model 1) [avx2]' --out results/bench/avx2`) |",
         "| `avx512-amx/latency.csv` | `compress bench latency` on the third machine (Xeon with AMX, shared with busy "
         "neighbours: see `probe_gflops`) |",
         "| `latency.csv` | per-target ms/frame at 720p and the fraction of the matmul peak reached |",

@@ -422,9 +422,9 @@ def run_recipes(
             out(f"warning: {warning}")
         return [VariantOutcome(v.recipe.name, v.id, "planned", variant_dir(opts.results_dir, v)) for v in variants]
     check_data(variants, opts.data_root)
-    from compress.executors import _split_done, run_variants
+    from compress.executors import run_variants, split_done
 
-    if warning := emulated_bf16_warning(_split_done(variants, opts)[1]):
+    if warning := emulated_bf16_warning(split_done(variants, opts)[1]):
         log.warning(warning)
 
     return run_variants(variants, opts, out)

@@ -519,3 +519,4 @@ def test_seed_source_and_label() -> None:
     assert seeds_label("", 3, 3) == "base (mean of 3 seeds)"
     assert seeds_label("ratio0.5", 2, 3) == "ratio0.5 (mean of 2 of 3 seeds)"
     assert seeds_label("ratio0.5", 1, 2) == "ratio0.5 (1 of 2 seeds)"
+    assert seeds_label("ratio0.5", 0, 2) == "ratio0.5 (0 of 2 seeds)"
