@@ -1201,6 +1201,145 @@ def bench_latency(
     return table
 
 
+PAIRED_COLUMNS = (
+    "run", "round", "variant", "target", "resolution", "width", "height", "precision", "precision_effective",
+    "quantized_by", "threads", "n", "warmup", "ms_median", "ms_min", "ms_max", "probe_gflops", "load_avg", "onnx_path",
+    "onnx_sha256", "graph_signature", "runtime_version", "cpu", "timestamp",
+)
+"""Columns of ``paired_latency.csv``: one row per graph, target and round of one paired run."""
+
+
+def paired_latency(
+    models: Mapping[str, str | Path],
+    targets: Sequence[Target],
+    *,
+    resolution: str = "1080p30",
+    rounds: int = 4,
+    n: int = 15,
+    warmup: int = 2,
+    calibration: Sequence[F32] | None = None,
+    log: Callable[[str], None] | None = print,
+) -> Any:
+    """Time several graphs *in turn*: each round runs ``n`` timed inferences of every graph on every target.
+
+    On a shared virtual machine the absolute speed drifts by 2x within minutes (neighbours on the physical
+    cores); graphs timed minutes apart by :func:`measure_latency` then differ by more than their real
+    difference. Interleaving them makes the drift hit all alike, so the ratios of their medians over rounds
+    hold where the absolute numbers do not. Every graph is prepared and compiled first (as
+    :func:`measure_latency` does: float graphs quantized by the runtime for an INT8 target), so a round only
+    times; a matmul probe (:func:`cpu_probe_gflops`) after each round records the CPU share it had.
+
+    Args:
+        models: variant name -> ONNX file; the first is the baseline of :func:`paired_summary`'s ratios.
+        targets: measured targets; a target that cannot run a graph (an INT8 graph on a float target) is an
+            error, not a skip, since the comparison would be incomplete.
+        resolution: a key of :data:`compress.cost.RESOLUTIONS`.
+        rounds: how many times every graph is timed.
+        n: timed runs per graph and round (the row keeps their median, min and max).
+        warmup: untimed runs per graph before the first round.
+        calibration: calibration frames for runtime INT8 quantization (default: synthetic).
+        log: where each round's line goes (None: silent).
+
+    Returns:
+        A pandas DataFrame with :data:`PAIRED_COLUMNS`, one row per graph x target x round.
+
+    Raises:
+        CompressError: fewer than two graphs, a missing file, an analytic target, an unknown resolution, or a
+            graph a target cannot run.
+    """
+    import pandas as pd
+
+    if len(models) < 2:
+        raise CompressError("a paired timing needs at least two graphs")
+    if rounds < 1 or n < 1 or warmup < 0:
+        raise CompressError(f"need rounds >= 1, n >= 1, warmup >= 0; got {rounds}, {n}, {warmup}")
+    standard = _standard_resolutions()
+    if resolution not in standard:
+        raise CompressError(f"unknown resolution {resolution!r}; valid: {', '.join(standard)}")
+    w, h = standard[resolution]
+    for t in targets:
+        if not t.measured:
+            raise CompressError(f"target {t.name!r} is analytic: nothing to time")
+    run_id = time.strftime("%Y-%m-%dT%H:%M:%S")
+    cpu = cpu_name()
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="compress-paired-")))
+        loaded: list[tuple[dict[str, Any], Loaded, NDArray[Any]]] = []
+        for name, path_like in models.items():
+            path = Path(path_like)
+            if not path.is_file():
+                raise CompressError(f"{path}: ONNX model not found")
+            graph = onnx_precision(path)
+            _, channels = onnx_input(path)
+            calib = list(calibration) if calibration is not None else synthetic_calibration(channels)
+            info = {"variant": name, "onnx_path": str(path), "onnx_sha256": sha256(path),
+                    "graph_signature": graph_signature(path)}
+            for t in targets:
+                if graph is Precision.int8 and Precision.int8 not in t.precisions:
+                    raise CompressError(f"{path}: an INT8 graph; target {t.name!r} runs only "
+                                        f"{', '.join(p.value for p in t.precisions)}")
+                precision = Precision.int8 if graph is Precision.int8 else t.precisions[0]
+                work = tmp / f"{len(loaded)}"
+                work.mkdir()
+                backend = BACKENDS.get(t.runtime.value)
+                art = backend.prepare(path, precision, work, calib)
+                run = backend.load(art, t.threads, channels, h, w, t.io)
+                x = frame_input(t.io, channels, h, w)
+                time_runner(run.run, x, n=0, warmup=warmup)
+                loaded.append(({**info, "target": t.name, "precision": precision.value,
+                                "precision_effective": run.precision_effective, "quantized_by": art.quantized_by,
+                                "threads": t.threads, "runtime_version": run.version}, run, x))
+        stack.enter_context(machine_lock())
+        rows = []
+        for r in range(1, rounds + 1):
+            load = round(os.getloadavg()[0], 2)
+            batch = []
+            for info, run, x in loaded:
+                ms = time_runner(run.run, x, n=n, warmup=0)
+                batch.append({**info, "ms_median": float(np.median(ms)), "ms_min": float(ms.min()),
+                              "ms_max": float(ms.max())})
+            probe = round(cpu_probe_gflops(max(int(i["threads"]) for i, _, _ in loaded)), 1)
+            for b in batch:
+                rows.append({**b, "run": run_id, "round": r, "resolution": resolution, "width": w, "height": h,
+                             "n": n, "warmup": warmup, "probe_gflops": probe, "load_avg": load, "cpu": cpu,
+                             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            if log is not None:
+                log(f"round {r}/{rounds}: probe {probe:.0f} GFLOP/s, load {load}; " + ", ".join(
+                    f"{b['variant']} {b['target']} {b['ms_median']:.1f} ms" for b in batch))
+    return pd.DataFrame(rows, columns=list(PAIRED_COLUMNS))
+
+
+def paired_summary(table: Any) -> Any:
+    """Per run, target and graph: the median over rounds of the per-round medians, their range, and the ratio
+    to the run's first graph on the same target (the comparison a paired timing is for)."""
+    import pandas as pd
+
+    out = []
+    for (run, target, res), g in table.groupby(["run", "target", "resolution"], sort=False):
+        first = str(g["variant"].iloc[0])
+        meds = {str(v): float(np.median(gv["ms_median"])) for v, gv in g.groupby("variant", sort=False)}
+        for v, gv in g.groupby("variant", sort=False):
+            out.append({"run": run, "target": target, "resolution": res, "variant": v, "rounds": len(gv),
+                        "ms_median": meds[str(v)], "ms_low": float(gv["ms_median"].min()),
+                        "ms_high": float(gv["ms_median"].max()), "ratio": meds[str(v)] / meds[first],
+                        "baseline": first})
+    return pd.DataFrame(out)
+
+
+def append_paired(table: Any, path: str | Path) -> Path:
+    """Append a paired run's rows to ``paired_latency.csv`` (earlier runs stay; ``run`` tells them apart)."""
+    import pandas as pd
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if p.is_file():
+        table = pd.concat([pd.read_csv(p), table], ignore_index=True)
+    tmp = p.with_name(p.name + ".tmp")
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, p)
+    return p
+
+
 def fill_graph_signatures(latency_csv: str | Path, base: str | Path = ".", *, recompute: bool = False) -> int:
     """Add ``graph_signature`` to rows of a ``latency.csv`` written before the column existed.
 

@@ -681,3 +681,59 @@ def test_cpu_probe_and_rows_record_it(tiny_onnx: Path) -> None:
     assert recs[0].probe_gflops is not None and recs[0].probe_gflops > 0
     assert recs[0].probe_ref_gflops is not None and recs[0].probe_ref_gflops >= recs[0].probe_gflops
     assert recs[0].attempts == 1
+
+
+class WideConv(TwoConv):
+    """TwoConv with 4x the hidden channels: another graph to time beside it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 32, 3, padding=1)
+        self.b = nn.Conv2d(32, 3, 3, padding=1)
+
+
+def test_paired_latency_times_graphs_in_turn_and_keeps_every_run(tiny_onnx: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from compress.deploy import append_paired, paired_latency, paired_summary
+
+    wide = tmp_path / "wide-v" / "model.onnx"
+    wide.parent.mkdir()
+    torch.manual_seed(0)
+    export_onnx(WideConv(), wide, channels=3)
+    targets = [get_target("cpu-ort-fp32"), get_target("cpu-ov-int8-u8")]
+    lines: list[str] = []
+    table = paired_latency({"tiny": tiny_onnx, "wide": wide}, targets, resolution="480p30", rounds=2, n=2, warmup=1,
+                           log=lines.append)
+    assert len(table) == 2 * 2 * 2 and len(lines) == 2  # graphs x targets x rounds; one line per round
+    assert list(table["round"]) == [1] * 4 + [2] * 4  # a round times every graph on every target
+    assert (table["ms_median"] > 0).all() and (table["ms_min"] <= table["ms_max"]).all()
+    assert (table["probe_gflops"] > 0).all() and table["run"].nunique() == 1
+    ov = table[table["target"] == "cpu-ov-int8-u8"]
+    assert set(ov["quantized_by"]) == {"nncf.quantize"} and set(ov["precision"]) == {"int8"}
+    summary = paired_summary(table)
+    assert len(summary) == 4 and set(summary["baseline"]) == {"tiny"}
+    base = summary[summary["variant"] == "tiny"]
+    assert (base["ratio"] == 1.0).all() and (summary["ms_low"] <= summary["ms_high"]).all()
+    wide_row = summary[(summary["variant"] == "wide") & (summary["target"] == "cpu-ort-fp32")].iloc[0]
+    tiny_med = float(np.median(table[(table["variant"] == "tiny") & (table["target"] == "cpu-ort-fp32")]["ms_median"]))
+    assert wide_row["ratio"] == pytest.approx(wide_row["ms_median"] / tiny_med)
+
+    out = tmp_path / "paired.csv"
+    append_paired(table, out)
+    append_paired(table.assign(run="later"), out)
+    assert len(pd.read_csv(out)) == 16  # a second run is appended, not upserted over the first
+
+    with pytest.raises(CompressError, match="at least two"):
+        paired_latency({"tiny": tiny_onnx}, targets, resolution="480p30")
+    with pytest.raises(CompressError, match="analytic"):
+        paired_latency({"a": tiny_onnx, "b": wide}, [get_target("edge-npu")], resolution="480p30")
+
+    # the CLI: names from the results folders (.../<variant>/model.onnx), rows appended to --out
+    cli_out = tmp_path / "cli.csv"
+    rc = main(["latency", str(tiny_onnx), str(wide), "--paired", "1", "--target", "cpu-ort-fp32", "--resolution",
+               "480p30", "--n", "2", "--warmup", "0", "--out", str(cli_out)])
+    text = capsys.readouterr().out
+    assert rc == 0 and "wide-v" in text and "ratio" in text
+    assert set(pd.read_csv(cli_out)["variant"]) == {"tiny", "wide-v"}
+    assert main(["latency", str(tiny_onnx), str(tiny_onnx), "--paired", "1", "--target", "cpu-ort-fp32"]) == 2
+    assert "share the name" in capsys.readouterr().err

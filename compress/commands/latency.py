@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -37,6 +38,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--reference", action="append", metavar="MODEL",
                    help="registered model per ONNX file, in order, for the analytic activation peak")
     p.add_argument("--bench", action="store_true", help="720p, plus matmul-peak fractions (results/bench/)")
+    p.add_argument("--paired", type=int, metavar="ROUNDS",
+                   help="compare the ONNX files: time them in turn, --n runs each per round, ROUNDS rounds, at one "
+                   "--resolution (default 1080p30), on each --target (default: the measured targets that run all of "
+                   "them); prints the median over rounds and its ratio to the first file, appends the rounds to "
+                   "--out (default results/bench/paired_latency.csv). Ratios that hold on a machine whose speed "
+                   "drifts")
     p.add_argument("--out", help="latency.csv to upsert into (default results/bench/latency.csv)")
     p.add_argument("--quiet-ratio", type=float, default=0.75, metavar="R",
                    help="repeat a timing when a matmul probe before or after it got less than R x the 90th "
@@ -53,8 +60,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     import pandas as pd
 
     from compress.cost import RESOLUTIONS
@@ -100,12 +105,17 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.onnx:
         raise CompressError("give ONNX files, or --results DIR")
-    names = args.variant or [Path(o).stem for o in args.onnx]
+    names = args.variant or [_name(Path(o)) for o in args.onnx]
     refs = args.reference or []
     if len(names) != len(args.onnx) or (refs and len(refs) != len(args.onnx)):
         raise CompressError("give one --variant (and --reference) per ONNX file, or none")
-    out = Path(args.out or "results/bench/latency.csv")
+    if len(set(names)) != len(names):
+        raise CompressError(f"two ONNX files share the name {sorted(n for n in names if names.count(n) > 1)[0]!r}; "
+                            "name them with --variant")
     models = dict(zip(names, args.onnx, strict=True))
+    if args.paired is not None:
+        return _paired(args, models)
+    out = Path(args.out or "results/bench/latency.csv")
     if args.bench:
         res = (args.resolution or ["720p30"])[0]
         table = bench_latency(models, targets, resolution=res, n=args.n, warmup=args.warmup, out=out,
@@ -126,5 +136,36 @@ def run(args: argparse.Namespace) -> int:
                         "peak_rss_mb", "analytic_peak_mb", "fps", "frac_fp32_peak") if c in table.columns]
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"wrote {out}")
+    return 0
+
+
+def _name(path: Path) -> str:
+    """A variant's name from its ONNX file: the folder of a results variant (``.../<variant>/model.onnx``),
+    else the file stem."""
+    return path.parent.name if path.name == "model.onnx" and path.parent.name else path.stem
+
+
+def _paired(args: argparse.Namespace, models: dict[str, str]) -> int:
+    import pandas as pd
+
+    from compress.deploy import append_paired, onnx_precision, paired_latency, paired_summary
+    from compress.errors import CompressError
+    from compress.targets import Precision, get_targets
+
+    if args.bench or args.reference or args.results:
+        raise CompressError("--paired takes ONNX files only (no --bench, --reference or --results)")
+    if args.resolution and len(args.resolution) > 1:
+        raise CompressError("--paired times one --resolution")
+    int8 = any(onnx_precision(p) is Precision.int8 for p in models.values())
+    targets = [t for t in get_targets(args.target) if t.measured]
+    if not args.target:
+        targets = [t for t in targets if Precision.int8 in t.precisions or not int8]
+    table = paired_latency(models, targets, resolution=(args.resolution or ["1080p30"])[0], rounds=args.paired,
+                           n=args.n, warmup=args.warmup)
+    out = append_paired(table, Path(args.out or "results/bench/paired_latency.csv"))
+    summary = paired_summary(table)
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 70):
+        print(summary.drop(columns=["run"]).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     print(f"wrote {out}")
     return 0
