@@ -543,6 +543,10 @@ def results_readme() -> str:
         "| `avx512-amx/latency.csv` | `compress bench latency` on the third machine (Xeon with AMX, shared with busy "
         "neighbours: see `probe_gflops`) |",
         "| `latency.csv` | per-target ms/frame at 720p and the fraction of the matmul peak reached |",
+        "| `paired_latency.csv` | `compress latency A.onnx B.onnx ... --paired ROUNDS`: graphs timed in turn, one "
+        "row per graph x target x round (`run` = when the comparison started, `round`, `ms_median` / `ms_min` / "
+        "`ms_max` of `n` runs, `probe_gflops` after the round, `load_avg`, `onnx_sha256`, `graph_signature`, "
+        "`cpu`); compare a run's graphs by the ratio of their medians over rounds, not across runs |",
         "| `speed_goal.csv` / `.md` | `compress bench speedgoal`, from the results folders' `quality.csv` + "
         "`latency.csv` only: per target x resolution, the fastest timed variant with LIVE1 q10 `idcn-rgb` PSNR >= "
         "JPEG + 1 dB (`variant`, `psnr`, `ms`, `met` = within 33.3 ms; with `--seeds mean`, the default, the seed "
