@@ -178,7 +178,8 @@ class Tables:
     latency: pd.DataFrame
     deployed: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["key", "variant", "target"]))
     machine: str = ""
-    """the machine whose ``latency.csv`` / ``deployed.csv`` rows these are (``cpu`` column); empty: all rows"""
+    """the machine whose ``latency.csv`` / ``deployed.csv`` rows these are (``cpu`` column; several joined by
+    `` + ``); empty: all rows"""
 
     def selections(self) -> list[Selection]:
         """Every dataset x quality x protocol in the quality table."""
@@ -215,20 +216,42 @@ def machines(table: pd.DataFrame) -> list[str]:
     return list(last.sort_values(kind="stable").index)
 
 
-def _pick_machine(table: pd.DataFrame, machine: str | None) -> str:
-    """Resolve ``machine``: ``latest`` (default) = the machine that measured most recently, ``all`` = no filter."""
+def _pick_machine(table: pd.DataFrame, machine: str | Sequence[str] | None) -> list[str]:
+    """Resolve ``machine``: ``latest`` (default) = the machine that measured most recently, ``all`` = no filter
+    (an empty list), one ``cpu`` value, or several (see :func:`load_tables`)."""
     known = machines(table)
-    if machine in (None, LATEST_MACHINE):
-        return known[-1] if known else ""
-    if machine == ALL_MACHINES:
-        return ""
-    if machine not in known:
-        raise DataError(f"nothing was measured on {machine!r}; machines: {', '.join(known) or 'none'} "
-                        f"(or {LATEST_MACHINE!r}, {ALL_MACHINES!r})")
-    return str(machine)
+    wanted: list[str | None] = [machine] if machine is None or isinstance(machine, str) else list(machine)
+    wanted = wanted or [None]
+    if len(wanted) == 1 and wanted[0] in (None, LATEST_MACHINE):
+        return known[-1:]
+    if len(wanted) == 1 and wanted[0] == ALL_MACHINES:
+        return []
+    for m in wanted:
+        if m in (None, LATEST_MACHINE, ALL_MACHINES):
+            raise DataError(f"{m or LATEST_MACHINE!r} cannot be combined with other machines")
+        if m not in known:
+            raise DataError(f"nothing was measured on {m!r}; machines: {', '.join(known) or 'none'} "
+                            f"(or {LATEST_MACHINE!r}, {ALL_MACHINES!r})")
+    return [str(m) for m in dict.fromkeys(wanted)]
 
 
-def load_tables(results: Sequence[str | Path], machine: str | None = None) -> Tables:
+#: What identifies one measurement in ``latency.csv`` / ``deployed.csv`` apart from the machine.
+_MEASUREMENT_KEY = {"latency": ("results", "variant", "target", "resolution"),
+                    "deployed": ("results", "variant", "target", "dataset", "quality", "protocol")}
+
+
+def _machine_filter(df: pd.DataFrame, picked: list[str], kind: str) -> pd.DataFrame:
+    """``df``'s rows of the ``picked`` machines; where several measured the same thing, the first-named one's."""
+    if not picked or not len(df) or "cpu" not in df.columns:
+        return df
+    rank = df["cpu"].astype(str).map({m: i for i, m in enumerate(picked)})
+    out = df[rank.notna()].assign(_rank=rank[rank.notna()])
+    on = [c for c in _MEASUREMENT_KEY[kind] if c in out.columns]
+    out = out.sort_values("_rank", kind="stable").drop_duplicates(on, keep="first").sort_index()
+    return out.drop(columns="_rank").reset_index(drop=True)
+
+
+def load_tables(results: Sequence[str | Path], machine: str | Sequence[str] | None = None) -> Tables:
     """Read ``quality.csv``, ``cost.csv`` and (if present) ``latency.csv`` of each results folder.
 
     A variant name is made unique across folders as ``<folder>/<variant>`` when two folders share it.
@@ -236,7 +259,10 @@ def load_tables(results: Sequence[str | Path], machine: str | None = None) -> Ta
     ``machine`` keeps the ``latency.csv`` and ``deployed.csv`` rows of one machine (their ``cpu`` column:
     the processor and its vector extensions), since a latency or an INT8 score measured on one CPU says
     little about another: ``latest`` (default) is the machine that timed most recently, ``all`` keeps
-    every row (the medians then mix machines), any other value one ``cpu`` exactly.
+    every row (the medians then mix machines), any other value one ``cpu`` exactly. Several ``cpu`` values
+    (a sequence) pool machines the caller knows to be alike (one CPU model whose key changed with a
+    ``compress`` upgrade; INT8 scores, which depend on the kernels, not the speed): a variant measured on
+    more than one of them keeps the row of the first named.
 
     Raises:
         DataError: a folder without the two required tables, a table missing a required column, or a
@@ -274,13 +300,12 @@ def load_tables(results: Sequence[str | Path], machine: str | None = None) -> Ta
             df["key"] = pd.Series(dtype=str)
     quality["quality"] = quality["quality"].astype(int)
     # the machines that timed; where nothing was timed, those that scored deployed graphs
-    picked = _pick_machine(latency if len(latency) and "cpu" in latency.columns else deployed, machine)
-    if picked:
-        if len(latency) and "cpu" in latency.columns:
-            latency = latency[latency["cpu"].astype(str) == picked].reset_index(drop=True)
-        if len(deployed) and "cpu" in deployed.columns:
-            deployed = deployed[deployed["cpu"].astype(str) == picked].reset_index(drop=True)
-    return Tables(quality, cost, latency, deployed, machine=picked)
+    timed = latency if len(latency) and "cpu" in latency.columns else deployed
+    measured = pd.concat([timed, deployed], ignore_index=True) if timed is latency and len(deployed) else timed
+    picked = _pick_machine(timed, machine) if machine in (None, LATEST_MACHINE) else _pick_machine(measured, machine)
+    latency = _machine_filter(latency, picked, "latency")
+    deployed = _machine_filter(deployed, picked, "deployed")
+    return Tables(quality, cost, latency, deployed, machine=" + ".join(picked))
 
 
 def published_points() -> pd.DataFrame:
@@ -949,7 +974,7 @@ def export_fronts(
     results_dir: str | Path | Sequence[str | Path], targets: Iterable[Target | str] | None, out_dir: str | Path, *,
     y: QualityAxis | str = QualityAxis.psnr, resolution: str = Resolution.p720.value,
     quality_from: QualityFrom | str = QualityFrom.deployed, latency_per: LatencyPer | str = LatencyPer.architecture,
-    machine: str | None = None, seeds: Seeds | str = Seeds.mean,
+    machine: str | Sequence[str] | None = None, seeds: Seeds | str = Seeds.mean,
 ) -> list[Path]:
     """Fronts for every target (default: all shipped) and every dataset x quality x protocol of the results.
 

@@ -51,7 +51,7 @@ class Goal:
     budget_ms: float = REAL_TIME_MS
 
 
-def speed_goal(results: Sequence[str | Path], goal: Goal = Goal(), machine: str | None = None,
+def speed_goal(results: Sequence[str | Path], goal: Goal = Goal(), machine: str | Sequence[str] | None = None,
                seeds: Seeds | str = Seeds.mean) -> pd.DataFrame:
     """One row per target x resolution that has latency rows: the answer to the speed goal there.
 
@@ -195,7 +195,7 @@ def to_markdown(table: pd.DataFrame) -> str:
 
 
 def write_speed_goal(results: Sequence[str | Path], out_dir: str | Path, goal: Goal = Goal(),
-                     machine: str | None = None, seeds: Seeds | str = Seeds.mean) -> list[Path]:
+                     machine: str | Sequence[str] | None = None, seeds: Seeds | str = Seeds.mean) -> list[Path]:
     """Write ``speed_goal.csv`` and ``speed_goal.md`` into ``out_dir``; return both paths."""
     table = speed_goal(results, goal, machine, seeds)
     out = Path(out_dir)

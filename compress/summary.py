@@ -23,19 +23,22 @@ from compress.pareto import condition_of, load_tables
 __all__ = ["condition_of", "summarize", "summary_markdown"]
 
 
-def summarize(results: Sequence[str | Path], control: str | None = None, target: str | None = None) -> pd.DataFrame:
+def summarize(results: Sequence[str | Path], control: str | None = None, target: str | None = None,
+              machine: str | Sequence[str] | None = None) -> pd.DataFrame:
     """One row per condition x dataset x quality x protocol (see the module docstring).
 
     ``control`` names the condition that ``delta_psnr`` is measured against: ``RECIPE`` or
     ``RECIPE/CONDITION``. Without it, ``delta_psnr`` is empty.
     ``target``: average the scores the variants' exported graphs got in that target's runtime
     (``deployed.csv``, written by ``compress deployed``) instead of torch's; variants not scored there are
-    left out (``seeds`` counts those that are).
+    left out (``seeds`` counts those that are). ``machine``: whose deployed scores (see
+    :func:`compress.pareto.load_tables`; default the machine that timed most recently), named in the
+    table's ``machine`` column.
 
     Raises:
         DataError: unreadable results, a control that is not among them, or a target nothing was scored in.
     """
-    tables = load_tables(results)
+    tables = load_tables(results, machine)
     q = tables.quality.copy()
     missing = [c for c in ("recipe", "variant_name", "psnr", "ssim", "psnrb", "jpeg_psnr", "n_images") if c not in q]
     if missing:
@@ -78,6 +81,7 @@ def summarize(results: Sequence[str | Path], control: str | None = None, target:
         ref = out[out["condition"] == control].set_index(["dataset", "quality", "protocol"])["psnr"]
         idx = pd.MultiIndex.from_frame(out[["dataset", "quality", "protocol"]])
         out["delta_psnr"] = out["psnr"].to_numpy() - ref.reindex(idx).to_numpy()
+    out["machine"] = tables.machine if target is not None else ""
     return out
 
 
@@ -85,6 +89,8 @@ def summary_markdown(table: pd.DataFrame, control: str | None = None, target: st
     """:func:`summarize`'s table as markdown, one section per dataset x quality x protocol."""
     lines: list[str] = []
     scored = f", as deployed on {target}" if target else ""
+    machine = str(table["machine"].iloc[0]) if target and "machine" in table and len(table) else ""
+    scored += f" ({machine})" if machine else ""
     for (dataset, quality, protocol), part in table.groupby(["dataset", "quality", "protocol"], sort=True):
         lines += [
             f"### {dataset}, q{quality}, {protocol}{scored} (JPEG {part['jpeg_psnr'].iloc[0]:.2f} dB)",

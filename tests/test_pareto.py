@@ -463,6 +463,37 @@ def test_fronts_use_one_machines_latency_and_deployed_rows(tmp_path: Path) -> No
     assert set(front["machine"]) == {new}
 
 
+def test_several_machines_pool_with_the_first_named_winning(tmp_path: Path) -> None:
+    """A CPU whose key changed (an upgrade began to name its family and model): both keys, pooled; a variant
+    measured under both keeps the first-named key's row, one measured under one only is kept from it."""
+    res = make_results(tmp_path / "demo")
+    legacy, named = "Intel Xeon [amx]", "Intel Xeon (family 6 model 167) [amx]"
+    common = {"target": "cpu-ort-fp32", "resolution": "720p30", "runtime": "onnxruntime", "precision": "fp32", "n": 5,
+              "threads": 2, "load_avg": 1.0}
+    pd.DataFrame([
+        {**common, "variant": "arcnn", "ms_median": 300.0, "cpu": legacy, "timestamp": "2026-12-01T19:00:00+0000"},
+        {**common, "variant": "fast", "ms_median": 60.0, "cpu": legacy, "timestamp": "2026-12-01T19:00:00+0000"},
+        {**common, "variant": "fast", "ms_median": 50.0, "cpu": named, "timestamp": "2026-12-05T19:00:00+0000"},
+    ]).to_csv(res / "latency.csv", index=False)
+    dep = {"target": "cpu-ort-fp32", "dataset": "live1", "quality": 10, "protocol": "idcn-rgb",
+           "runtime": "onnxruntime", "precision": "fp32"}
+    pd.DataFrame([
+        {**dep, "variant": "fast", "psnr": 26.79, "cpu": legacy},
+        {**dep, "variant": "arcnn-p50", "psnr": 26.61, "cpu": named},  # scored on the new key only: no latency row
+    ]).to_csv(res / "deployed.csv", index=False)
+
+    pooled = load_tables([res], machine=[legacy, named])
+    assert pooled.machine == f"{legacy} + {named}"
+    lat = pooled.latency.set_index("variant")
+    assert len(lat) == 2 and lat.loc["fast", "ms_median"] == 60.0  # the first-named key wins the tie
+    assert set(pooled.deployed["variant"]) == {"fast", "arcnn-p50"}  # a key known from deployed.csv alone
+    assert load_tables([res], machine=[named, legacy]).latency.set_index("variant").loc["fast", "ms_median"] == 50.0
+    assert len(load_tables([res], machine=[legacy]).deployed) == 1  # a one-element list is one machine
+    with pytest.raises(DataError, match="cannot be combined"):
+        load_tables([res], machine=[legacy, "all"])
+    with pytest.raises(DataError, match="nothing was measured on 'Intel Xeon'"):
+        load_tables([res], machine=[legacy, "Intel Xeon"])
+
 def test_cpu_isa_from_flags() -> None:
     from compress.deploy import cpu_isa
 

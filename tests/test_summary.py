@@ -91,3 +91,19 @@ def test_target_averages_the_deployed_scores(tmp_path: Path, capsys: pytest.Capt
         summarize([ctrl], target="cpu-ort-int8")
     assert main(["summary", str(ctrl), "--target", "cpu-ov-int8"]) == 0
     assert "### live1, q10, idcn-rgb, as deployed on cpu-ov-int8" in capsys.readouterr().out
+
+
+def test_target_scores_of_pooled_machines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--machine: whose deployed rows; several pool (one CPU under an old and a new key), named in the table."""
+    ctrl = _results(tmp_path, "ctrl", {"base": 26.70, "seed124": 26.72, "seed125": 26.74}, 10)
+    q = pd.read_csv(ctrl / "quality.csv")
+    dep = q[["recipe", "variant", "variant_name", "dataset", "quality", "protocol"]].assign(
+        target="cpu-ov-int8", psnr=[26.60, 26.61, 26.65], ssim=0.77, psnrb=26.3, cpu=["old", "old", "new"])
+    pd.concat([dep, dep.iloc[:1].assign(psnr=26.0, cpu="new")]).to_csv(ctrl / "deployed.csv", index=False)
+    t = summarize([ctrl], target="cpu-ov-int8", machine=["old", "new"]).set_index("condition")
+    assert t.loc["ctrl", "seeds"] == 3 and t.loc["ctrl", "psnr"] == pytest.approx(26.62)  # old's 26.60 wins the tie
+    assert t.loc["ctrl", "machine"] == "old + new"
+    t = summarize([ctrl], target="cpu-ov-int8", machine="new").set_index("condition")
+    assert t.loc["ctrl", "seeds"] == 2 and t.loc["ctrl", "machine"] == "new"
+    assert main(["summary", str(ctrl), "--target", "cpu-ov-int8", "--machine", "old", "--machine", "new"]) == 0
+    assert "as deployed on cpu-ov-int8 (old + new)" in capsys.readouterr().out

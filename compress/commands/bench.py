@@ -28,9 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="speedgoal: results folders (default: every results/*/ with quality.csv and cost.csv)")
     p.add_argument("--min-gain", type=float, default=1.0,
                    help="speedgoal: quality floor, dB over the JPEG input on LIVE1 q10 (default: %(default)s)")
-    p.add_argument("--machine", default=None, metavar="CPU",
+    p.add_argument("--machine", action="append", metavar="CPU",
                    help="speedgoal: whose latencies (the cpu column of latency.csv; default: the machine that timed "
-                   "most recently; 'all' mixes machines)")
+                   "most recently; 'all' mixes machines; repeat to pool machines, the first named winning a tie)")
     p.add_argument("--seeds", choices=["mean", "each"], default="mean",
                    help="speedgoal: mean (default): the seed replicates of a condition are one candidate at the "
                    "mean of their PSNRs; each: every seed its own")

@@ -36,9 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="mean (default): the seed replicates of a condition (variant names that differ only in "
                    "seedN) are one point at the mean of their scores, shipped as the replicate nearest it; "
                    "each: every seed its own point")
-    p.add_argument("--machine", default=None, metavar="CPU",
+    p.add_argument("--machine", action="append", metavar="CPU",
                    help="whose latency.csv / deployed.csv rows (their cpu column, e.g. 'AMD EPYC [avx512+vnni+bf16]'): "
-                   "default the machine that timed most recently; 'all' mixes machines")
+                   "default the machine that timed most recently; 'all' mixes machines; repeat to pool machines you "
+                   "know to be alike (a variant measured on several keeps the first-named one's row)")
     p.add_argument("--dataset", help="dataset of the quality rows (needed when the table has several)")
     p.add_argument("--quality", type=int, help="JPEG quality of the quality rows")
     p.add_argument("--protocol", help="evaluation protocol of the quality rows")

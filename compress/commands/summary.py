@@ -17,6 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--control", help="condition to compare with: RECIPE, or RECIPE/CONDITION")
     p.add_argument("--target", help="average the scores of the exported graphs in this target's runtime "
                    "(deployed.csv, from compress deployed) instead of torch's")
+    p.add_argument("--machine", action="append", metavar="CPU",
+                   help="--target: whose deployed.csv rows (their cpu column; default the machine that timed most "
+                   "recently; repeat to pool machines, the first named winning a tie)")
     p.add_argument("--out", help="also write the markdown here")
     p.add_argument("--csv", help="also write the table as CSV here")
     p.set_defaults(func=run)
@@ -28,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from compress.fsio import atomic_write_bytes
     from compress.summary import summarize, summary_markdown
 
-    table = summarize(args.results, control=args.control, target=args.target)
+    table = summarize(args.results, control=args.control, target=args.target, machine=args.machine)
     text = summary_markdown(table, control=args.control, target=args.target)
     print(text)
     if args.out:
