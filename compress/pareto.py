@@ -180,6 +180,9 @@ class Tables:
     machine: str = ""
     """the machine whose ``latency.csv`` / ``deployed.csv`` rows these are (``cpu`` column; several joined by
     `` + ``); empty: all rows"""
+    shippable: frozenset[str] = frozenset()
+    """keys of the variants whose ``model.onnx`` is in their results folder (weights and graphs are committed
+    for front members only): a condition's seed mean is shipped as one of these where it has any"""
 
     def selections(self) -> list[Selection]:
         """Every dataset x quality x protocol in the quality table."""
@@ -305,7 +308,11 @@ def load_tables(results: Sequence[str | Path], machine: str | Sequence[str] | No
     picked = _pick_machine(timed, machine) if machine in (None, LATEST_MACHINE) else _pick_machine(measured, machine)
     latency = _machine_filter(latency, picked, "latency")
     deployed = _machine_filter(deployed, picked, "deployed")
-    return Tables(quality, cost, latency, deployed, machine=" + ".join(picked))
+    shippable = frozenset(
+        str(k) for k, r, v in zip(cost["key"], cost["results"], cost["variant"], strict=True)
+        if any((Path(root) / str(v) / "model.onnx").is_file() for root in results if Path(root).name == r)
+    )
+    return Tables(quality, cost, latency, deployed, machine=" + ".join(picked), shippable=shippable)
 
 
 def published_points() -> pd.DataFrame:
@@ -497,7 +504,8 @@ def target_points(
     ``seeds=mean``: the seed replicates of one condition (:func:`condition_of`: the variant name without its
     ``seedN`` tokens, within one results folder) become one point at the mean of their scores (``seeds`` says
     how many, ``y_sd`` their standard deviation, ``members`` their keys) and the median of their costs; its
-    ``key`` is the replicate whose score is nearest the mean (the artifact to ship). A front then compares
+    ``key`` is the replicate whose score is nearest the mean (the artifact to ship; among those whose ONNX is in
+    the folder, :attr:`Tables.shippable`, where any is). A front then compares
     conditions, not lucky seeds. ``each``: every variant its own point.
 
     Returns:
@@ -580,7 +588,7 @@ def target_points(
     pts["y_sd"] = np.nan
     pts["members"] = pts["key"]
     if Seeds(seeds) is Seeds.mean:
-        pts = _merge_seeds(pts, q["variant_name"] if "variant_name" in q.columns else q["variant"])
+        pts = _merge_seeds(pts, q["variant_name"] if "variant_name" in q.columns else q["variant"], tables.shippable)
     pts["on_front"] = False
     elig = pts["eligible"].to_numpy()
     if elig.any():
@@ -588,8 +596,9 @@ def target_points(
     return pts.sort_values(["x", "y"], ascending=[True, False], na_position="last").reset_index(drop=True), axis
 
 
-def _merge_seeds(pts: pd.DataFrame, names: pd.Series) -> pd.DataFrame:
-    """One point per results folder x condition (see :func:`target_points`, ``seeds=mean``).
+def _merge_seeds(pts: pd.DataFrame, names: pd.Series, shippable: frozenset[str] = frozenset()) -> pd.DataFrame:
+    """One point per results folder x condition (see :func:`target_points`, ``seeds=mean``), shipped as the
+    replicate nearest the mean among those in ``shippable`` (whose ONNX is there) where there are any.
 
     Only the scores of the commonest source among the replicates are averaged (a runtime's scores are never
     mixed with torch's); a condition is eligible when every replicate is, else it takes the first reason.
@@ -603,7 +612,9 @@ def _merge_seeds(pts: pd.DataFrame, names: pd.Series) -> pd.DataFrame:
         same = g[g["y_from"] == seed_source(g["y_from"])]
         ys = same["y"][np.isfinite(same["y"].to_numpy(dtype=float))]
         mean = float(ys.mean()) if len(ys) else math.nan
-        row = g.loc[(ys - mean).abs().idxmin() if len(ys) else g.index[0]].copy()
+        ship = ys[g.loc[ys.index, "key"].isin(shippable)] if shippable else ys
+        near = ship if len(ship) else ys
+        row = g.loc[(near - mean).abs().idxmin() if len(near) else g.index[0]].copy()
         row["y"] = mean
         row["y_sd"] = float(ys.std(ddof=1)) if len(ys) > 1 else math.nan
         row["seeds"] = len(ys)

@@ -296,6 +296,22 @@ def test_seed_replicates_are_one_point_at_their_mean(tmp_path: Path) -> None:
     assert row["y"] == pytest.approx(26.96) and row["seeds"] == 2 and row["y_from"] == "torch"
 
 
+
+def test_a_seed_mean_is_shipped_as_a_replicate_whose_onnx_is_there(tmp_path: Path) -> None:
+    """Weights and graphs are committed for front members only, so the replicate nearest the mean may have none
+    in a checkout: the point is then shipped as the nearest replicate that has its model.onnx."""
+    fast = VARIANTS["fast"]
+    res = make_results(tmp_path / "r", {"p-seed1": (26.90, *fast[1:]), "p-seed2": (26.95, *fast[1:]),
+                                        "p-seed3": (26.97, *fast[1:]), "arcnn": VARIANTS["arcnn"]})
+    assert "p-seed2" in _points(res, "cpu-ort-fp32", x="tflops_true").index  # no ONNX anywhere: the nearest
+    for v in ("p-seed1", "p-seed3"):
+        (res / v).mkdir()
+        (res / v / "model.onnx").write_bytes(b"")
+    assert load_tables([res]).shippable == {"p-seed1", "p-seed3"}
+    pts = _points(res, "cpu-ort-fp32", x="tflops_true")
+    assert "p-seed3" in pts.index and "p-seed2" not in pts.index  # 0.03 from the mean, p-seed1 0.04
+    assert pts.loc["p-seed3", "y"] == pytest.approx(26.94) and pts.loc["p-seed3", "seeds"] == 3
+
 def test_labels_of_points_close_together_are_stacked() -> None:
     from compress.pareto import _label_offsets
 
