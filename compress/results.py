@@ -516,7 +516,8 @@ def results_readme() -> str:
         "not timed itself and takes its graph's median. By default (`--seeds mean`) the seed replicates of a "
         "condition (variant names that differ only in `seedN`) are one row: `y` the mean of their scores, `x` the "
         "median of their costs, `seeds` how many scores, `y_sd` their standard deviation, `members` their keys "
-        "(`;`-separated), and `key` / `variant` the replicate whose score is nearest the mean (the one to ship).",
+        "(`;`-separated), and `key` / `variant` the replicate whose score is nearest the mean (the one to ship; among "
+        "the replicates whose `model.onnx` is in the folder, where any is, since only front members' are committed).",
         "- `front.csv`: the non-dominated eligible variants per target (quality up, cost down).",
         "- `front-<target>.png` / `.svg`: the front (log cost axis, every variant labelled, published reference "
         "points drawn apart as 'published, not re-measured'; when a few points lie far below the rest, the y axis "
