@@ -502,7 +502,11 @@ def results_readme() -> str:
         "## fronts/<dataset>-q<quality>-<protocol>/ (and any `compress pareto --out` folder)",
         "",
         "`fronts/` is drawn from the AMX Xeon's latency and deployed rows (`--machine 'Intel(R) Xeon(R) Processor "
-        "[avx512+vnni+bf16+amx]'`), `fronts-avx2/` from session 15's AVX2 EPYC's (`--machine 'AMD EPYC "
+        "[avx512+vnni+bf16+amx]' --machine 'Intel(R) Xeon(R) Processor (family 6 model 167) "
+        "[avx512+vnni+bf16+amx]'`: the second key is session 16's AMX Xeon, pooled for the INT8 scores of the "
+        "variants run there, which equal the first key's to 1e-6 dB where both scored a graph; the first key's "
+        "rows win, so the latencies are sessions 9-14's), `fronts-avx2/` from session 15's AVX2 EPYC's "
+        "(`--machine 'AMD EPYC "
         "(family 23 model 1) [avx2]'`, live1 q10, the five targets timed there), whose fronts hold only the "
         "variants it timed (those whose ONNX is committed, and their graphs' other variants).",
         "",
@@ -541,6 +545,9 @@ def results_readme() -> str:
         "the top-level files are the first AVX2 machine's, except `speed_goal.*`, which are the AMX Xeon's |",
         "| `avx2/speed_goal.*` | the speed goal on the AVX2 EPYC of session 15 (`compress bench speedgoal --machine "
         "'AMD EPYC (family 23 model 1) [avx2]' --out results/bench/avx2`) |",
+        "| `xeon-f6m167/speed_goal.*` | the speed goal on session 16's AMX Xeon (`compress bench speedgoal --machine "
+        "'Intel(R) Xeon(R) Processor (family 6 model 167) [avx512+vnni+bf16+amx]' --out results/bench/xeon-f6m167`): "
+        "the stride-4 graphs timed there on the OpenVINO INT8 targets only |",
         "| `avx512-amx/latency.csv` | `compress bench latency` on the third machine (Xeon with AMX, shared with busy "
         "neighbours: see `probe_gflops`) |",
         "| `latency.csv` | per-target ms/frame at 720p and the fraction of the matmul peak reached |",
