@@ -303,6 +303,8 @@ def load_tables(results: Sequence[str | Path], machine: str | Sequence[str] | No
             df["key"] = pd.Series(dtype=str)
     quality["quality"] = quality["quality"].astype(int)
     # the machines that timed; where nothing was timed, those that scored deployed graphs
+    if machine is not None and not isinstance(machine, str) and len(machine) == 1:
+        machine = machine[0]  # --machine given once
     timed = latency if len(latency) and "cpu" in latency.columns else deployed
     measured = pd.concat([timed, deployed], ignore_index=True) if timed is latency and len(deployed) else timed
     picked = _pick_machine(timed, machine) if machine in (None, LATEST_MACHINE) else _pick_machine(measured, machine)

@@ -505,6 +505,7 @@ def test_several_machines_pool_with_the_first_named_winning(tmp_path: Path) -> N
     assert set(pooled.deployed["variant"]) == {"fast", "arcnn-p50"}  # a key known from deployed.csv alone
     assert load_tables([res], machine=[named, legacy]).latency.set_index("variant").loc["fast", "ms_median"] == 50.0
     assert len(load_tables([res], machine=[legacy]).deployed) == 1  # a one-element list is one machine
+    assert load_tables([res], machine=["latest"]).machine == named  # --machine latest: the last to time
     with pytest.raises(DataError, match="cannot be combined"):
         load_tables([res], machine=[legacy, "all"])
     with pytest.raises(DataError, match="nothing was measured on 'Intel Xeon'"):
