@@ -775,9 +775,14 @@ def _zoom_floor(shown: pd.DataFrame, refs: pd.DataFrame) -> float:
     return cut
 
 
+MAX_STATIC_LABELS = 15
+"""Above this many points a static front plot labels only its front members."""
+
+
 def plot_front(points: pd.DataFrame, refs: pd.DataFrame, *, target: Target, axis: Axis, y: str,
                selection: Selection, machine: str = "") -> Figure:
-    """A matplotlib figure (Agg canvas, no display): every variant labelled, the front as a step line."""
+    """A matplotlib figure (Agg canvas, no display), the front as a step line; every variant is labelled when
+    there are at most :data:`MAX_STATIC_LABELS`, else the front members only."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -802,7 +807,11 @@ def plot_front(points: pd.DataFrame, refs: pd.DataFrame, *, target: Target, axis
         fx, fy = _front_line(front)
         ax.step(fx, fy, where="post", color="tab:red", lw=1.5, label="Pareto front")
         ax.scatter(fx, fy, marker="o", color="tab:red", zorder=3)
-    for r, label, dy in zip(shown.itertuples(), _labels(shown), _label_offsets(shown), strict=True):
+    # a crowded plot labels its front members only (the rest overlap into an unreadable blot); the HTML page's
+    # hover names every point
+    crowded = len(shown) > MAX_STATIC_LABELS
+    named = shown[shown["on_front"].astype(bool)] if crowded else shown
+    for r, label, dy in zip(named.itertuples(), _labels(named), _label_offsets(named), strict=True):
         if not label:
             continue
         ax.annotate(label, (r.x, r.y), textcoords="offset points", xytext=(4, dy), fontsize=7,
@@ -837,8 +846,10 @@ def plot_front(points: pd.DataFrame, refs: pd.DataFrame, *, target: Target, axis
         note = "\n(variants with the same graph share the median of their measurements; some were not timed themselves)"
     elif axis.cost is CostAxis.latency_ms and shared:
         note = "\n(variants with the same graph share the median of their measurements)"
+    if crowded:
+        note += f"\n(labels: the front only; fronts.html names all {len(shown)} points on hover)"
     if axis.cost is CostAxis.latency_ms and machine:
-        note = f"\non {machine}" + note
+        note = "\non " + "\n+ ".join(machine.split(" + ")) + note  # pooled machines: one per line
     ax.set_xlabel(axis.label() + note)
     ax.set_ylabel(f"{y} (dB)" if "psnr" in y else y)
     ax.set_title(f"{target.label()}: {selection.label()}", fontsize=10)

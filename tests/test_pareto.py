@@ -312,6 +312,30 @@ def test_a_seed_mean_is_shipped_as_a_replicate_whose_onnx_is_there(tmp_path: Pat
     assert "p-seed3" in pts.index and "p-seed2" not in pts.index  # 0.03 from the mean, p-seed1 0.04
     assert pts.loc["p-seed3", "y"] == pytest.approx(26.94) and pts.loc["p-seed3", "seeds"] == 3
 
+
+def test_a_crowded_static_plot_labels_its_front_only(tmp_path: Path) -> None:
+    """Up to MAX_STATIC_LABELS points every one is labelled; beyond, the front members only (the rest overlap into a
+    blot; the HTML hover names them), and the axis note says so."""
+    from compress.pareto import MAX_STATIC_LABELS, plot_front
+
+    target = get_target("cpu-ort-fp32")
+    few = make_results(tmp_path / "few")
+    pts, axis = target_points(load_tables([few]), target, SEL, x="tflops_true")
+    fig = plot_front(pts, pts.iloc[:0], target=target, axis=axis, y="psnr", selection=SEL)
+    labels = {t.get_text() for t in fig.axes[0].texts}
+    assert {"arcnn", "slow", "fast"} <= labels and "labels: the front only" not in fig.axes[0].get_xlabel()
+
+    fast = VARIANTS["fast"]
+    many = {f"v{i:02d}": (26.0 + 0.01 * i, 0.5 + 0.1 * i, *fast[2:]) for i in range(MAX_STATIC_LABELS)}
+    many["dominated"] = (25.5, 9.0, *fast[2:])
+    crowd = make_results(tmp_path / "many", many)
+    pts, axis = target_points(load_tables([crowd]), target, SEL, x="tflops_true")
+    fig = plot_front(pts, pts.iloc[:0], target=target, axis=axis, y="psnr", selection=SEL)
+    labels = {t.get_text() for t in fig.axes[0].texts}
+    front = set(pts.loc[pts["on_front"], "label"])
+    assert front and labels == front and "dominated" not in labels
+    assert f"fronts.html names all {len(many)} points" in fig.axes[0].get_xlabel()
+
 def test_labels_of_points_close_together_are_stacked() -> None:
     from compress.pareto import _label_offsets
 
