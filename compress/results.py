@@ -523,7 +523,8 @@ def results_readme() -> str:
         "(`;`-separated), and `key` / `variant` the replicate whose score is nearest the mean (the one to ship; among "
         "the replicates whose `model.onnx` is in the folder, where any is, since only front members' are committed).",
         "- `front.csv`: the non-dominated eligible variants per target (quality up, cost down).",
-        "- `front-<target>.png` / `.svg`: the front (log cost axis, every variant labelled, published reference "
+        "- `front-<target>.png` / `.svg`: the front (log cost axis, every variant labelled up to 15 points, else "
+        "the front members only, published reference "
         "points drawn apart as 'published, not re-measured'; when a few points lie far below the rest, the y axis "
         "keeps the top 2 dB and marks those at its lower edge with their value).",
         "- `fronts.html`: one self-contained interactive page (plotly.js inline); a selector switches targets.",
