@@ -811,12 +811,13 @@ def plot_front(points: pd.DataFrame, refs: pd.DataFrame, *, target: Target, axis
     # hover names every point
     crowded = len(shown) > MAX_STATIC_LABELS
     named = shown[shown["on_front"].astype(bool)] if crowded else shown
+    movable = []
     for r, label, dy in zip(named.itertuples(), _labels(named), _label_offsets(named), strict=True):
         if not label:
             continue
-        ax.annotate(label, (r.x, r.y), textcoords="offset points", xytext=(4, dy), fontsize=7,
-                    color="0.4" if not r.eligible else "black",
-                    arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.6"} if dy < 0 else None)
+        movable.append(ax.annotate(label, (r.x, r.y), textcoords="offset points", xytext=(4, dy), fontsize=7,
+                                   color="0.4" if not r.eligible else "black",
+                                   arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.6"}))
     if len(refs):
         ax.scatter(refs["x"], refs["y"], marker="*", s=90, facecolors="none", edgecolors="tab:green",
                    label="published, not re-measured")
@@ -859,7 +860,37 @@ def plot_front(points: pd.DataFrame, refs: pd.DataFrame, *, target: Target, axis
     if not len(shown):
         ax.text(0.5, 0.5, "no variant can be placed on this axis", transform=ax.transAxes, ha="center")
     fig.tight_layout()
+    _declutter(fig, movable)
     return fig
+
+
+def _declutter(fig: Figure, labels: list[Any], *, step: float = 9.0, tries: int = 12) -> None:
+    """Move point labels down, ``step`` points at a time, until none overlaps a label placed before it (the
+    highest point's first; the published points' and other texts stay where they are and are avoided too);
+    a moved label keeps a thin leader line to its point, an unmoved one none."""
+    ax = fig.axes[0]
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    moving = {id(a) for a in labels}
+    placed = [text_box(t, renderer) for t in ax.texts if id(t) not in moving]
+    for a in sorted(labels, key=lambda a: -float(a.xy[1])):
+        for _ in range(tries):
+            box = text_box(a, renderer)
+            if not any(box.overlaps(p) for p in placed):
+                break
+            a.xyann = (a.xyann[0], a.xyann[1] - step)
+        placed.append(text_box(a, renderer))
+        if a.arrow_patch is not None:
+            a.arrow_patch.set_visible(a.xyann[1] < 0)
+
+
+def text_box(text: Any, renderer: Any) -> Any:
+    """The display-space box of a text or an annotation's text alone (an annotation's own extent includes its
+    leader line)."""
+    from matplotlib.text import Annotation, Text
+
+    if isinstance(text, Annotation):
+        text.update_positions(renderer)
+    return Text.get_window_extent(text, renderer)
 
 
 def _hover(points: pd.DataFrame) -> list[list[str]]:

@@ -336,6 +336,24 @@ def test_a_crowded_static_plot_labels_its_front_only(tmp_path: Path) -> None:
     assert front and labels == front and "dominated" not in labels
     assert f"fronts.html names all {len(many)} points" in fig.axes[0].get_xlabel()
 
+
+def test_static_plot_labels_never_overlap(tmp_path: Path) -> None:
+    """Six points almost on top of each other: every label is drawn, none over another (moved ones get a leader)."""
+    from compress.pareto import plot_front, text_box
+
+    fast = VARIANTS["fast"]
+    close = {f"variant-with-a-long-name-{i}": (26.5 + 0.001 * i, 0.40 + 0.001 * i, *fast[2:]) for i in range(6)}
+    crowd = make_results(tmp_path / "r", {**close, "far": (25.5, 5.0, *fast[2:])})  # sets the axes' scale
+    target = get_target("cpu-ort-fp32")
+    pts, axis = target_points(load_tables([crowd]), target, SEL, x="tflops_true")
+    fig = plot_front(pts, pts.iloc[:0], target=target, axis=axis, y="psnr", selection=SEL)
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    texts = fig.axes[0].texts
+    assert len(texts) == 7
+    boxes = [text_box(t, renderer) for t in texts]
+    assert not [(i, j) for i in range(7) for j in range(i) if boxes[i].overlaps(boxes[j])]
+    assert sum(t.arrow_patch.get_visible() for t in texts) >= 4  # the moved ones point back to their point
+
 def test_labels_of_points_close_together_are_stacked() -> None:
     from compress.pareto import _label_offsets
 
