@@ -939,6 +939,23 @@ def analytic_peak_mb(model_name: str, width: int, height: int) -> float:
     return profile_frame(build_model(model_name), spec.default_channels, width, height).peak_activation_mb
 
 
+def run_precision(path: Path, target: Target, graph: Precision | None = None) -> Precision:
+    """The precision ``target`` runs the graph at ``path`` in: INT8 for a QDQ graph, else the target's first.
+
+    ``graph``: :func:`onnx_precision` of the file, when the caller has it.
+
+    Raises:
+        CompressError: an INT8 graph on a target without INT8.
+    """
+    graph = onnx_precision(path) if graph is None else graph
+    if graph is not Precision.int8:
+        return target.precisions[0]
+    if Precision.int8 not in target.precisions:
+        raise CompressError(f"{path.name} is an INT8 graph; target {target.name!r} runs only "
+                            f"{', '.join(p.value for p in target.precisions)}")
+    return Precision.int8
+
+
 def measure_latency(
     onnx_path: str | Path,
     target: Target,
@@ -982,14 +999,7 @@ def measure_latency(
         raise CompressError(f"{path}: ONNX model not found")
     if not target.measured:
         raise CompressError(f"target {target.name!r} is analytic: nothing to measure (runtime: {target.runtime})")
-    model_prec = onnx_precision(path)
-    if model_prec is Precision.int8:
-        if Precision.int8 not in target.precisions:
-            raise CompressError(f"{path.name} is an INT8 graph; target {target.name!r} runs only "
-                                f"{', '.join(p.value for p in target.precisions)}")
-        precision = Precision.int8
-    else:
-        precision = target.precisions[0]
+    precision = run_precision(path, target)
     if n < 1 or warmup < 0:
         raise CompressError(f"need n >= 1 and warmup >= 0, got n={n}, warmup={warmup}")
     backend = BACKENDS.get(target.runtime.value)
@@ -1275,10 +1285,7 @@ def paired_latency(
             info = {"variant": name, "onnx_path": str(path), "onnx_sha256": sha256(path),
                     "graph_signature": graph_signature(path)}
             for t in targets:
-                if graph is Precision.int8 and Precision.int8 not in t.precisions:
-                    raise CompressError(f"{path}: an INT8 graph; target {t.name!r} runs only "
-                                        f"{', '.join(p.value for p in t.precisions)}")
-                precision = Precision.int8 if graph is Precision.int8 else t.precisions[0]
+                precision = run_precision(path, t, graph)
                 work = tmp / f"{len(loaded)}"
                 work.mkdir()
                 backend = BACKENDS.get(t.runtime.value)
