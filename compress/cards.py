@@ -40,14 +40,20 @@ class ModelCard:
     scores: list[dict[str, Any]] = field(default_factory=list)  # EvalResult.to_dict() rows
     measured: str = ""
     notes: str = ""  # how the run was made, when it differs from a plain `compress train --recipe`
+    eval_precision: str = "fp32"  # how the scores were computed: fp32, or bf16 autocast (large models on a CPU)
 
 
 def measure_card(
     model_dir: str | Path, *, data_root: str | None = None, limit: int | None = None, progress: bool = True,
-    recipe: str | None = None, notes: str = "",
+    recipe: str | None = None, notes: str = "", precision: str = "fp32",
 ) -> ModelCard:
-    """Evaluate ``model_dir/best.safetensors`` and collect its provenance."""
+    """Evaluate ``model_dir/best.safetensors`` and collect its provenance.
+
+    ``precision``: ``fp32``, or ``bf16`` autocast (:func:`compress.inference.with_precision`) for models too
+    large to score in fp32 on a CPU in reasonable time; the card says which.
+    """
     from compress.evaluate import evaluate_model
+    from compress.inference import with_precision
 
     d = Path(model_dir)
     weights = d / "best.safetensors"
@@ -61,9 +67,10 @@ def measure_card(
     sets = RGB_SETS if color == "rgb" else Y_SETS
     protocols = ("idcn-rgb",) if color == "rgb" else ("arcnn-y", "fbcnn-y")
     scores: list[dict[str, Any]] = []
+    run = with_precision(model, precision)
     for ds in sets:
         for proto in protocols:
-            for r in evaluate_model(model, ds, qualities, proto, data_root=data_root, limit=limit, progress=progress,
+            for r in evaluate_model(run, ds, qualities, proto, data_root=data_root, limit=limit, progress=progress,
                                     model_name=d.name):
                 scores.append(r.to_dict())
     return ModelCard(
@@ -83,6 +90,7 @@ def measure_card(
         scores=scores,
         measured=time.strftime("%Y-%m-%d"),
         notes=notes,
+        eval_precision=precision,
     )
 
 
@@ -93,6 +101,7 @@ def render_card(card: ModelCard) -> str:
     val = (f", validation `{c.get('val_dataset', '?')}` (first {c.get('val_limit')})" if validated else "")
     opts = c.get("arch_kwargs") or {}
     arch = f"`{card.arch}` with `{json.dumps(opts, separators=(', ', ': '))}`" if opts else f"`{card.arch}`"
+    bf16 = ", bf16 autocast" if card.eval_precision == "bf16" else ""
     lines = [
         f"# {card.name}",
         "",
@@ -112,7 +121,7 @@ def render_card(card: ModelCard) -> str:
         "(validation excluded) |",
         "",
         *([card.notes, ""] if card.notes else []),
-        f"## Scores (measured {card.measured} with `compress evaluate`)",
+        f"## Scores (measured {card.measured} with `compress evaluate`{bf16})",
         "",
         "| dataset | protocol | q | images | PSNR | SSIM | PSNR-B | JPEG PSNR | JPEG SSIM | JPEG PSNR-B | gain (dB) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -126,7 +135,8 @@ def render_card(card: ModelCard) -> str:
     lines += [
         "",
         "Reproduce a row: `compress evaluate --model "
-        f"{card.arch} --weights models/{card.name}/{card.weights_file} --dataset DATASET --quality Q --protocol P`.",
+        f"{card.arch} --weights models/{card.name}/{card.weights_file} --dataset DATASET --quality Q --protocol P"
+        f"{' --precision bf16' if bf16 else ''}`.",
         "RGB models are scored on RGB sets under `idcn-rgb` (the brief's table protocol); Y models under `arcnn-y` "
         "and `fbcnn-y`. Kodak24 stands in for TID2008, whose images are not available here.",
         "",

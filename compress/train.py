@@ -67,6 +67,7 @@ class TrainConfig:
     val_limit: int | None = 20
     val_every: int = 250
     ckpt_every: int = 250
+    val_precision: str = "fp32"
     data_root: str | None = None
     image_limit: int | None = None
 
@@ -78,6 +79,14 @@ class TrainConfig:
     @property
     def channels(self) -> int:
         return 3 if self.color == "rgb" else 1
+
+
+# Settings a resumed run may change: where the data and outputs live and how many threads run (they
+# differ between machines), and when and how the run is checked (validation cadence and precision,
+# checkpoint cadence), which never change the weights it computes. The best checkpoint of a resumed run is
+# the best of the validations both parts made.
+RESUME_FREE = frozenset({"outputs_dir", "threads", "workers", "images_dir", "data_root",
+                         "val_every", "ckpt_every", "val_precision"})
 
 
 def native_bf16() -> bool:
@@ -129,6 +138,8 @@ def config_problems(cfg: TrainConfig) -> list[str]:
     need(cfg.precision in ("fp32", "bf16"), f"unknown precision {cfg.precision!r}; valid: fp32, bf16")
     need(cfg.threads >= 1, f"threads must be at least 1, got {cfg.threads}")
     need(cfg.workers >= 0, f"workers must be >= 0, got {cfg.workers}")
+    need(cfg.val_precision in ("fp32", "bf16"),
+         f"unknown val_precision {cfg.val_precision!r}; valid: fp32, bf16")
     need(cfg.val_every >= 1, f"val_every must be at least 1, got {cfg.val_every}")
     need(cfg.ckpt_every >= 1, f"ckpt_every must be at least 1, got {cfg.ckpt_every}")
     for key in ("val_limit", "image_limit"):
@@ -317,15 +328,18 @@ class Validator:
         q = cfg.qualities[0]
         self.items = [self.protocol.degrade(ds.load(item), q) for item in ds]
         self.quality = q
-        self.name = f"{cfg.val_dataset}[{len(self.items)}] q{q} {self.protocol.name}"
+        self.bf16 = cfg.val_precision == "bf16"
+        self.channels_last = cfg.channels_last  # the training model's layout (validation does not change it)
+        self.name = f"{cfg.val_dataset}[{len(self.items)}] q{q} {self.protocol.name}" + (" bf16" if self.bf16 else "")
 
     def __call__(self, model: nn.Module) -> float:
-        from compress.inference import restore
+        from compress.inference import Bf16Autocast, restore
 
         was_training = model.training
         dev = _device_of(model)  # restore() moves the model: keep it where training has it
+        run = Bf16Autocast(model, channels_last=self.channels_last) if self.bf16 else model
         scores = [
-            self.protocol.score(ref, self.protocol.finalize(restore(model, jpg, device=dev)), which=("psnr",)).psnr
+            self.protocol.score(ref, self.protocol.finalize(restore(run, jpg, device=dev)), which=("psnr",)).psnr
             for ref, jpg in self.items
         ]
         model.train(was_training)
@@ -430,9 +444,9 @@ class Trainer:
         tensors, meta = read_checkpoint(last)
         saved_cfg = json.loads(meta.get("train_config", "{}"))
         mine = json.loads(json.dumps(asdict(self.cfg)))
-        # where the data and outputs live, and how many threads run, differ between machines: not settings
-        local = {"outputs_dir", "threads", "workers", "images_dir", "data_root"}
-        diff = sorted(k for k in mine if k not in local and saved_cfg.get(k) != mine[k])
+        # a setting added after the run started is read at its default (what the run used)
+        defaults = json.loads(json.dumps(asdict(TrainConfig())))
+        diff = sorted(k for k in mine if k not in RESUME_FREE and saved_cfg.get(k, defaults.get(k)) != mine[k])
         if diff:
             raise CheckpointError(f"{last}: cannot resume, the run was started with other settings: {', '.join(diff)}")
         model_state = {k: v for k, v in tensors.items() if not k.startswith(EXTRA_PREFIX)}

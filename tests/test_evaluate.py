@@ -386,3 +386,21 @@ class TestARCNNRelease:
                      "--limit", "1", "--json", "--no-progress")  # fmt: skip
         (res,) = json.loads(capsys.readouterr().out)
         assert rc == 0 and res["model"] == "arcnn_y" and res["n_images"] == 1 and res["psnr"] > res["jpeg_psnr"] + 0.5
+
+
+def test_a_torch_model_scores_in_bf16_autocast_near_fp32() -> None:
+    from compress.errors import ConfigError
+    from compress.inference import Bf16Autocast, restore, with_precision
+
+    torch.manual_seed(0)
+    model = build_model("fast_arcnn").eval()
+    img = np.random.default_rng(0).integers(0, 256, size=(40, 48, 3), dtype=np.uint8)
+    ref = restore(model, img)
+    run = with_precision(model, "bf16")
+    assert isinstance(run, Bf16Autocast)
+    out = restore(run, img)
+    assert out.dtype == np.float64 and out.shape == ref.shape
+    assert 0 < np.abs(out - ref).max() < 2.0  # bf16 rounding, on the 0..255 scale
+    assert with_precision(model, "fp32") is model
+    with pytest.raises(ConfigError, match="INT8"):
+        with_precision(model, "int8")

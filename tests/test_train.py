@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -217,3 +218,55 @@ def test_init_from_starts_at_a_trained_checkpoint(image_dir: Path, tmp_path: Pat
         Trainer(_cfg(image_dir, tmp_path / "c", arch="fast_arcnn", init_from=str(ckpt)), progress=False)
     with pytest.raises(CheckpointError, match="no checkpoint at"):
         Trainer(_cfg(image_dir, tmp_path / "d", init_from=str(tmp_path / "missing.safetensors")), progress=False)
+
+
+def test_resume_may_change_when_and_how_the_run_is_checked(image_dir: Path, tmp_path: Path) -> None:
+    """Validation / checkpoint cadence and validation precision never change the weights: a resumed run
+    may change them and still ends bit-identical to a straight run. A setting the stopped run did not know
+    yet (an older checkpoint) is read at its default."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    straight = Trainer(_cfg(image_dir, tmp_path / "a"), progress=False)
+    straight.fit()
+    first = Trainer(_cfg(image_dir, tmp_path / "b"), progress=False)
+    first.batches = _limited(first.batches, 3)  # type: ignore[method-assign]
+    first.fit()
+    last = tmp_path / "b" / "last.safetensors"
+    with safe_open(str(last), framework="pt") as fh:
+        meta = dict(fh.metadata())
+    old = json.loads(meta["train_config"])
+    del old["val_precision"]  # as written before the setting existed
+    meta["train_config"] = json.dumps(old)
+    save_file(load_file(str(last)), str(last), metadata=meta)
+    from compress.train import Validator
+
+    cfg = _cfg(image_dir, tmp_path / "b", val_every=2, ckpt_every=1, val_precision="bf16")
+    resumed = Trainer(cfg, validator=Validator(cfg), progress=False)
+    resumed.fit(resume=True)
+    a = load_file(str(tmp_path / "a" / "last.safetensors"))
+    b = load_file(str(last))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(Exception, match="other settings: lr"):
+        Trainer(_cfg(image_dir, tmp_path / "b", lr=0.5, val_precision="bf16"), progress=False).fit(resume=True)
+
+
+def test_bf16_validation_scores_near_fp32_and_leaves_the_model_alone(image_dir: Path) -> None:
+    from compress.train import Validator
+
+    model = build_model("arcnn")
+    init_identity_(model)
+    with torch.no_grad():  # a model that changes the image, so rounding shows
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    fp32 = Validator(_cfg(image_dir, image_dir.parent / "o"))(model)
+    bf16 = Validator(_cfg(image_dir, image_dir.parent / "o", val_precision="bf16"))(model)
+    assert math.isfinite(bf16) and bf16 != fp32 and abs(bf16 - fp32) < 0.5
+    assert model.training and all(p.is_contiguous() for p in model.parameters())
+
+
+def test_config_rejects_an_unknown_validation_precision(image_dir: Path, tmp_path: Path) -> None:
+    from compress.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="val_precision"):
+        _cfg(image_dir, tmp_path, val_precision="int8")

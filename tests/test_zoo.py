@@ -10,6 +10,7 @@ import torch
 from compress.cards import read_card
 from compress.checkpoint import load_model, read_checkpoint
 from compress.evaluate import evaluate_model
+from compress.inference import with_precision
 from compress.nets import build_model
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
@@ -18,6 +19,7 @@ CARDS = sorted(p.parent.name for p in MODELS_DIR.glob("*/card.json"))
 # suite re-measures one card per student family (the brief's two students, the Y student, the stride-4 speed-goal
 # parent); every other card, teachers included, is re-measured with -m slow.
 DEFAULT_LIVE1 = {"arcnn-q10", "arcnn-y-q10", "fast-arcnn-q10", "fast-arcnn-s4-q10"}
+FULL_SIZE_TEACHERS = {"idcn", "rdn"}
 LIVE1_CHECKS = [n if n in DEFAULT_LIVE1 else pytest.param(n, marks=pytest.mark.slow) for n in CARDS]
 
 
@@ -28,9 +30,10 @@ def test_zoo_has_cards() -> None:
 @pytest.mark.parametrize("name", CARDS)
 def test_checkpoint_loads_and_is_small(name: str) -> None:
     path = MODELS_DIR / name / "best.safetensors"
-    assert path.stat().st_size < 10 * 2**20
-    model, meta = load_model(path)
     card = read_card(MODELS_DIR / name)
+    # students and small teachers well under 10 MB; the full-size teachers (10-14 M parameters) up to 60 MB (issue 10)
+    assert path.stat().st_size < (60 if card.arch in FULL_SIZE_TEACHERS else 10) * 2**20
+    model, meta = load_model(path)
     assert meta["arch"] == card.arch and sum(p.numel() for p in model.parameters()) == card.params
     if card.arch in ("arcnn", "fast_arcnn"):
         # the reference implementation's module layout (with the card's architecture options, if any)
@@ -47,8 +50,26 @@ def test_card_live1_score_is_reproduced(name: str, data_root: Path) -> None:
     card = read_card(MODELS_DIR / name)
     row = next(r for r in card.scores if r["dataset"] == "live1")
     model, _ = load_model(MODELS_DIR / name / "best.safetensors")
+    model = with_precision(model, card.eval_precision)  # the full-size teachers' cards are scored in bf16
     (res,) = evaluate_model(model, "live1", [row["quality"]], row["protocol"], data_root=data_root, progress=False)
     assert res.n_images == row["n_images"] == 29
     assert res.psnr == pytest.approx(row["psnr"], abs=0.005)
     assert res.ssim == pytest.approx(row["ssim"], abs=0.0005)
     assert res.jpeg_psnr == pytest.approx(row["jpeg_psnr"], abs=1e-9)
+
+
+def test_a_card_says_when_it_was_scored_in_bf16(tmp_path: Path) -> None:
+    import dataclasses
+    import json
+
+    from compress.cards import render_card, write_card
+
+    card = read_card(MODELS_DIR / "idcn-s-q10-long")
+    assert card.eval_precision == "fp32"  # written before the field existed: read at its default
+    assert "bf16" not in render_card(card).split("## Scores")[1]
+    bf16 = dataclasses.replace(card, eval_precision="bf16")
+    text = render_card(bf16)
+    assert "## Scores (measured" in text and "bf16 autocast)" in text and "--precision bf16`" in text
+    write_card(bf16, tmp_path)
+    assert json.loads((tmp_path / "card.json").read_text())["eval_precision"] == "bf16"
+    assert read_card(tmp_path) == bf16

@@ -28,7 +28,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "openvino"],
                    help="--onnx: the runtime (default %(default)s)")
     p.add_argument("--precision", choices=["fp32", "bf16", "int8"],
-                   help="--onnx: openvino inference precision for float graphs (default: the graph's own)")
+                   help="--onnx: openvino inference precision for float graphs (default: the graph's own); "
+                   "a torch model (--model): fp32 (default) or bf16 autocast with channels_last")
     p.add_argument("--threads", type=int, default=1, help="--onnx: runtime threads (default %(default)s)")
     p.add_argument("--io", default="f32-nchw", choices=["f32-nchw", "u8-nhwc"],
                    help="--onnx: frames at the graph's boundary; u8-nhwc (openvino) compiles 8-bit NHWC frames "
@@ -96,6 +97,12 @@ def run(args: argparse.Namespace) -> int:
         model = {q: load_weights(args.model, weights_for_quality(args.weights, q)) for q in args.quality}
     else:
         model = load_weights(args.model, args.weights)
+    if args.onnx is None and model is not None and args.precision not in (None, "fp32"):
+        from compress.inference import with_precision
+
+        model = ({q: with_precision(m, args.precision) for q, m in model.items()} if isinstance(model, dict)
+                 else with_precision(model, args.precision))
+        args.model = f"{args.model}@{args.precision}"
     dataset = args.dataset or default_dataset(args.data_root)
     results = evaluate_model(
         model,
