@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,12 +46,16 @@ class ModelCard:
 
 def measure_card(
     model_dir: str | Path, *, data_root: str | None = None, limit: int | None = None, progress: bool = True,
-    recipe: str | None = None, notes: str = "", precision: str = "fp32",
+    recipe: str | None = None, notes: str = "", precision: str = "fp32", sets: Sequence[str] | None = None,
 ) -> ModelCard:
     """Evaluate ``model_dir/best.safetensors`` and collect its provenance.
 
     ``precision``: ``fp32``, or ``bf16`` autocast (:func:`compress.inference.with_precision`) for models too
-    large to score in fp32 on a CPU in reasonable time; the card says which.
+    large to score in fp32 on a CPU in reasonable time; the card says which. ``sets``: score only these of
+    the colour's sets (default all; the card lists what was scored).
+
+    Raises:
+        CheckpointError: no ``best.safetensors``, or a set that is not one of the colour's.
     """
     from compress.evaluate import evaluate_model
     from compress.inference import with_precision
@@ -64,7 +69,11 @@ def measure_card(
     state = json.loads((d / "state.json").read_text()) if (d / "state.json").exists() else {}
     color = meta.get("color", cfg.get("color", "rgb"))
     qualities = json.loads(meta["qualities"]) if "qualities" in meta else list(cfg.get("qualities", [10]))
-    sets = RGB_SETS if color == "rgb" else Y_SETS
+    all_sets = RGB_SETS if color == "rgb" else Y_SETS
+    bad = [x for x in (sets or ()) if x not in all_sets]
+    if bad:
+        raise CheckpointError(f"{d}: a {color} model's card scores {', '.join(all_sets)}, not {', '.join(bad)}")
+    sets = [x for x in all_sets if sets is None or x in sets]
     protocols = ("idcn-rgb",) if color == "rgb" else ("arcnn-y", "fbcnn-y")
     scores: list[dict[str, Any]] = []
     run = with_precision(model, precision)

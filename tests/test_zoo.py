@@ -73,3 +73,21 @@ def test_a_card_says_when_it_was_scored_in_bf16(tmp_path: Path) -> None:
     write_card(bf16, tmp_path)
     assert json.loads((tmp_path / "card.json").read_text())["eval_precision"] == "bf16"
     assert read_card(tmp_path) == bf16
+
+
+@pytest.mark.data
+def test_a_card_can_score_some_sets_in_bf16(tmp_path: Path, data_root: Path) -> None:
+    import shutil
+
+    from compress.cards import measure_card
+    from compress.errors import CheckpointError
+
+    d = tmp_path / "fast-arcnn-q10"
+    d.mkdir()
+    shutil.copy(MODELS_DIR / "fast-arcnn-q10" / "best.safetensors", d)
+    with pytest.raises(CheckpointError, match="not classic5"):
+        measure_card(d, data_root=str(data_root), sets=["classic5"], progress=False)
+    card = measure_card(d, data_root=str(data_root), limit=2, sets=["kodak24"], precision="bf16", progress=False,
+                        recipe="recipes/train-fast-arcnn-q10.yaml")
+    assert [r["dataset"] for r in card.scores] == ["kodak24"] and card.scores[0]["n_images"] == 2
+    assert card.eval_precision == "bf16" and card.scores[0]["psnr"] > card.scores[0]["jpeg_psnr"]

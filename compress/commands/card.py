@@ -19,6 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="fp32 (default), or bf16 autocast with channels_last: several times faster for the full-size "
                    "teachers on a CPU with native bf16; the card says which")
+    p.add_argument("--set", dest="sets", action="append", metavar="NAME",
+                   help="score only this set (repeat; default every set of the model's colour)")
     p.add_argument("--notes", default="", help="a paragraph on how the run was made (machine load, resumes, ...)")
     p.set_defaults(func=run)
 
@@ -32,6 +34,6 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     for d in args.model_dirs:
         card = measure_card(d, data_root=args.data_root, limit=args.limit, notes=args.notes,
-                            precision=args.precision)
+                            precision=args.precision, sets=args.sets)
         print(write_card(card, d))
     return 0
