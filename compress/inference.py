@@ -42,7 +42,7 @@ class Bf16Autocast(nn.Module):
     For scoring large float models on a CPU with native bf16 (AMX, AVX-512 BF16) or a GPU, where it is
     several times faster than fp32 (the full-size IDCN on a 488x328 input, channels-last, 2 AMX threads:
     10.8 s against 34.7 s). The output differs from fp32 by the bf16 rounding of every layer: measure the
-    difference before comparing such scores with fp32 ones (models/idcn-q10's card does).
+    difference before comparing such scores with fp32 ones (cards record which precision scored them).
     """
 
     def __init__(self, model: nn.Module, *, channels_last: bool = True) -> None:
