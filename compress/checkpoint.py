@@ -30,18 +30,30 @@ def save_checkpoint(
     arch_kwargs: dict[str, Any] | None = None,
     extra_tensors: dict[str, torch.Tensor] | None = None,
     metadata: dict[str, Any] | None = None,
+    param_dtype: torch.dtype | None = None,
 ) -> Path:
-    """Save ``model``'s state dict (plus optional extra tensors) as safetensors, atomically."""
+    """Save ``model``'s state dict (plus optional extra tensors) as safetensors, atomically.
+
+    ``param_dtype`` (e.g. ``torch.bfloat16``) stores the model's floating-point *parameters* in that dtype
+    (half the bytes of a large teacher); buffers (fixed DCT kernels, running statistics) keep theirs, and
+    the metadata key ``stored_dtype`` says so. Loading casts back to the model's dtype.
+    """
     from safetensors.torch import save
 
     p = Path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if param_dtype is not None:
+        for k, prm in model.named_parameters():
+            if prm.is_floating_point():
+                tensors[k] = tensors[k].to(param_dtype).contiguous()
     for k, v in (extra_tensors or {}).items():  # e.g. optimizer state, kept apart from the model's keys
         tensors[EXTRA_PREFIX + k] = v.detach().cpu().contiguous()
     meta = {"format": "compress-checkpoint/1", "arch": arch, "channels": str(channels)}
     meta["arch_kwargs"] = json.dumps(arch_kwargs or {}, sort_keys=True)
     for k, v in (metadata or {}).items():
         meta[k] = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+    if param_dtype is not None:
+        meta["stored_dtype"] = f"parameters {str(param_dtype).removeprefix('torch.')}, buffers as trained"
     atomic_write_bytes(p, save(tensors, metadata=meta))
     return p
 

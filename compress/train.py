@@ -68,6 +68,7 @@ class TrainConfig:
     val_every: int = 250
     ckpt_every: int = 250
     val_precision: str = "fp32"
+    weights_dtype: str = "fp32"
     data_root: str | None = None
     image_limit: int | None = None
 
@@ -83,10 +84,15 @@ class TrainConfig:
 
 # Settings a resumed run may change: where the data and outputs live and how many threads run (they
 # differ between machines), and when and how the run is checked (validation cadence and precision,
-# checkpoint cadence), which never change the weights it computes. The best checkpoint of a resumed run is
-# the best of the validations both parts made.
+# checkpoint cadence), and the dtype best.safetensors stores its parameters in, which never change the weights
+# it computes. The best checkpoint of a resumed run is the best of the validations both parts made.
 RESUME_FREE = frozenset({"outputs_dir", "threads", "workers", "images_dir", "data_root",
-                         "val_every", "ckpt_every", "val_precision"})
+                         "val_every", "ckpt_every", "val_precision", "weights_dtype"})
+
+
+#: ``weights_dtype``: how best.safetensors (the shipped weights) stores the parameters; last.safetensors (the
+#: resume state) always keeps fp32
+WEIGHTS_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def native_bf16() -> bool:
@@ -140,6 +146,8 @@ def config_problems(cfg: TrainConfig) -> list[str]:
     need(cfg.workers >= 0, f"workers must be >= 0, got {cfg.workers}")
     need(cfg.val_precision in ("fp32", "bf16"),
          f"unknown val_precision {cfg.val_precision!r}; valid: fp32, bf16")
+    need(cfg.weights_dtype in WEIGHTS_DTYPES,
+         f"unknown weights_dtype {cfg.weights_dtype!r}; valid: {', '.join(WEIGHTS_DTYPES)}")
     need(cfg.val_every >= 1, f"val_every must be at least 1, got {cfg.val_every}")
     need(cfg.ckpt_every >= 1, f"ckpt_every must be at least 1, got {cfg.ckpt_every}")
     for key in ("val_limit", "image_limit"):
@@ -422,6 +430,9 @@ class Trainer:
                 arch_kwargs=self.cfg.arch_kwargs,
                 extra_tensors=extra,
                 metadata=self._meta(),
+                # the shipped weights (best) in weights_dtype; the resume state (last) exact, in fp32
+                param_dtype=None if with_optimizer or self.cfg.weights_dtype == "fp32"
+                else WEIGHTS_DTYPES[self.cfg.weights_dtype],
             )
         st = asdict(self.state)
         atomic_write_bytes(self.out / "state.json", json.dumps(st, indent=1).encode())

@@ -270,3 +270,43 @@ def test_config_rejects_an_unknown_validation_precision(image_dir: Path, tmp_pat
 
     with pytest.raises(ConfigError, match="val_precision"):
         _cfg(image_dir, tmp_path, val_precision="int8")
+
+
+def test_weights_dtype_bf16_stores_best_in_bf16_and_resumes_from_fp32(image_dir: Path, tmp_path: Path) -> None:
+    """``weights_dtype: bf16`` halves the shipped file: best.safetensors holds bf16 parameters (the trained
+    fp32 weights rounded), last.safetensors stays fp32 so a resume is exact; loading casts back to fp32."""
+    from compress.checkpoint import checkpoint_metadata, load_model
+
+    run = Trainer(_cfg(image_dir, tmp_path / "r", weights_dtype="bf16", val_every=6), progress=False)
+    run.fit()
+    best = load_file(str(tmp_path / "r" / "best.safetensors"))
+    last = load_file(str(tmp_path / "r" / "last.safetensors"))
+    params = dict(run.model.named_parameters())
+    assert params and all(best[k].dtype == torch.bfloat16 for k in params)
+    assert all(last[k].dtype == torch.float32 for k in params)
+    # best is the final step here (one validation): the fp32 weights rounded to bf16
+    assert all(torch.equal(best[k], last[k].to(torch.bfloat16)) for k in params)
+    meta = checkpoint_metadata(tmp_path / "r" / "best.safetensors")
+    assert "bfloat16" in meta["stored_dtype"] and json.loads(meta["train_config"])["weights_dtype"] == "bf16"
+    model, _ = load_model(tmp_path / "r" / "best.safetensors")
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_save_checkpoint_param_dtype_keeps_buffers(tmp_path: Path) -> None:
+    """Only parameters are cast: IDCN's stored buffers (the quantization tables) stay fp32."""
+    from compress.checkpoint import save_checkpoint
+
+    model = build_model("idcn_s")
+    buffers = {k for k, _ in model.named_buffers()} & set(model.state_dict())  # the persistent ones
+    assert buffers
+    p = save_checkpoint(tmp_path / "m.safetensors", model, arch="idcn_s", channels=3, param_dtype=torch.bfloat16)
+    t = load_file(str(p))
+    assert all(t[k].dtype == torch.float32 for k in buffers if t[k].is_floating_point())
+    assert all(t[k].dtype == torch.bfloat16 for k, _ in model.named_parameters())
+
+
+def test_config_rejects_an_unknown_weights_dtype(image_dir: Path, tmp_path: Path) -> None:
+    from compress.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="weights_dtype"):
+        _cfg(image_dir, tmp_path, weights_dtype="fp16")

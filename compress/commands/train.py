@@ -44,6 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--val-every", type=int)
     p.add_argument("--val-precision", choices=["fp32", "bf16"],
                    help="validation in fp32 (default) or bf16 autocast + channels_last (faster for large models)")
+    p.add_argument("--weights-dtype", choices=["fp32", "bf16"],
+                   help="parameters of best.safetensors in fp32 (default) or bf16 (half the file; the resume state "
+                   "last.safetensors stays fp32)")
     p.add_argument("--ckpt-every", type=int)
     p.add_argument("--data-root", help="data root (default: $COMPRESS_DATA)")
     p.add_argument("--resume", action="store_true", help="continue the run in --outputs-dir exactly")
@@ -88,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         "color": args.color, "loss": args.loss, "init": args.init, "init_from": args.init_from,
         "precision": args.precision,
         "val_dataset": args.val_dataset, "val_limit": args.val_limit, "val_every": args.val_every,
-        "val_precision": args.val_precision,
+        "val_precision": args.val_precision, "weights_dtype": args.weights_dtype,
         "ckpt_every": args.ckpt_every, "augment": args.use_augmentation,
     }
     base.update({k: v for k, v in overrides.items() if v is not None})
