@@ -35,8 +35,8 @@ def save_checkpoint(
     """Save ``model``'s state dict (plus optional extra tensors) as safetensors, atomically.
 
     ``param_dtype`` (e.g. ``torch.bfloat16``) stores the model's floating-point *parameters* in that dtype
-    (half the bytes of a large teacher); buffers (fixed DCT kernels, running statistics) keep theirs, and
-    the metadata key ``stored_dtype`` says so. Loading casts back to the model's dtype.
+    (half the bytes of a large teacher); stored buffers (IDCN's quantization tables, running statistics) keep
+    theirs, and the metadata key ``stored_dtype`` says so. Loading casts back to the model's dtype.
     """
     from safetensors.torch import save
 
