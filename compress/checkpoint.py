@@ -45,7 +45,7 @@ def save_checkpoint(
     if param_dtype is not None:
         for k, prm in model.named_parameters():
             if prm.is_floating_point():
-                tensors[k] = tensors[k].to(param_dtype).contiguous()
+                tensors[k] = tensors[k].to(param_dtype)
     for k, v in (extra_tensors or {}).items():  # e.g. optimizer state, kept apart from the model's keys
         tensors[EXTRA_PREFIX + k] = v.detach().cpu().contiguous()
     meta = {"format": "compress-checkpoint/1", "arch": arch, "channels": str(channels)}

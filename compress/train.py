@@ -90,9 +90,9 @@ RESUME_FREE = frozenset({"outputs_dir", "threads", "workers", "images_dir", "dat
                          "val_every", "ckpt_every", "val_precision", "weights_dtype"})
 
 
-#: ``weights_dtype``: how best.safetensors (the shipped weights) stores the parameters; last.safetensors (the
-#: resume state) always keeps fp32
-WEIGHTS_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+#: ``weights_dtype``: how best.safetensors (the shipped weights) stores the parameters (``None``: as trained);
+#: last.safetensors (the resume state) always keeps fp32
+WEIGHTS_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
 
 
 def native_bf16() -> bool:
@@ -431,8 +431,7 @@ class Trainer:
                 extra_tensors=extra,
                 metadata=self._meta(),
                 # the shipped weights (best) in weights_dtype; the resume state (last) exact, in fp32
-                param_dtype=None if with_optimizer or self.cfg.weights_dtype == "fp32"
-                else WEIGHTS_DTYPES[self.cfg.weights_dtype],
+                param_dtype=None if with_optimizer else WEIGHTS_DTYPES[self.cfg.weights_dtype],
             )
         st = asdict(self.state)
         atomic_write_bytes(self.out / "state.json", json.dumps(st, indent=1).encode())
