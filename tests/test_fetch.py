@@ -16,6 +16,7 @@ from PIL import Image
 from compress import cli
 from compress.data.fetch import (
     SOURCES,
+    FetchReport,
     _png_bytes,
     fetch_dataset,
     load_manifest,
@@ -183,6 +184,69 @@ class TestFetchFiles:
         assert np.array_equal(np.asarray(Image.open(io.BytesIO(_png_bytes(buf.getvalue(), "y.bmp")))), rgb)
 
 
+    @staticmethod
+    def _bmp_mirror(tmp_path: Path) -> tuple[Path, dict[str, bytes], dict[str, bytes]]:
+        """A local folder of Classic5-named BMPs (8-bit gray, as the real ones) and the PNGs they convert to."""
+        src = tmp_path / "bmp-mirror"
+        src.mkdir()
+        rng = np.random.default_rng(1)
+        bmps: dict[str, bytes] = {}
+        pngs: dict[str, bytes] = {}
+        for name in ("baby", "boats"):
+            gray = rng.integers(0, 256, size=(9, 11), dtype=np.uint8)
+            buf = io.BytesIO()
+            Image.fromarray(gray, mode="L").save(buf, format="BMP")
+            bmps[f"{name}.bmp"] = buf.getvalue()
+            (src / f"{name}.bmp").write_bytes(buf.getvalue())
+            out = io.BytesIO()
+            Image.fromarray(gray, mode="L").save(out, format="PNG", optimize=True)
+            pngs[f"{name}.png"] = out.getvalue()
+        return src, bmps, pngs
+
+    def test_converted_set_end_to_end(self, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        src, bmps, pngs = self._bmp_mirror(tmp_path)
+        source = {k: _sha(v) for k, v in bmps.items()}
+        files = {k: _sha(v) for k, v in pngs.items()}
+        rep = fetch_dataset("classic5", data_root=tmp_path / "r", url=str(src), manifest=files,
+                            source_manifest=source, progress=False)  # fmt: skip
+        assert sorted(rep.written) == ["baby.png", "boats.png"] and rep.pixel_verified == ()
+        assert verify_dataset("classic5", data_root=tmp_path / "r", manifest=files).passed
+        # other PNG bytes (as another zlib would make) with the BMP verified: written, reported, warned
+        other = {**files, "boats.png": _sha(b"another zlib")}
+        with caplog.at_level(logging.WARNING):
+            rep = fetch_dataset("classic5", data_root=tmp_path / "r2", url=str(src), manifest=other,
+                                source_manifest=source, progress=False)  # fmt: skip
+        assert rep.pixel_verified == ("boats.png",) and "PNG bytes differ" in caplog.text
+        written = np.asarray(Image.open(tmp_path / "r2" / "classic5" / "boats.png"))
+        assert np.array_equal(written, np.asarray(Image.open(io.BytesIO(bmps["boats.bmp"]))))
+        # a BMP that fails its SHA-256 is never converted nor written
+        (src / "baby.bmp").write_bytes(bmps["baby.bmp"][:-1] + bytes([bmps["baby.bmp"][-1] ^ 0xFF]))
+        with pytest.raises(DataError, match=r"baby\.bmp \(SHA-256 mismatch\)"):
+            fetch_dataset("classic5", data_root=tmp_path / "r3", url=str(src), manifest=files,
+                          source_manifest=source, progress=False)  # fmt: skip
+        assert not (tmp_path / "r3" / "classic5" / "baby.png").exists()
+        with pytest.raises(DataError, match="only for converted sets"):
+            fetch_dataset("kodak24", data_root=tmp_path / "r4", url=str(src), source_manifest=source, progress=False)
+
+    def test_fetch_command_names_pixel_verified_files(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        src, bmps, pngs = self._bmp_mirror(tmp_path)
+        import compress.data.fetch as fetch_mod
+
+        real = fetch_mod.fetch_dataset
+
+        def fake(name: str, **kw: object) -> FetchReport:
+            return real(name, **{**kw, "manifest": {**{k: _sha(v) for k, v in pngs.items()}, "boats.png": "0" * 64},
+                                 "source_manifest": {k: _sha(v) for k, v in bmps.items()}})  # type: ignore[arg-type]
+
+        monkeypatch.setattr(fetch_mod, "fetch_dataset", fake)
+        assert run_cli(monkeypatch, "data", "fetch", "classic5", "--url", str(src), "--data-root",
+                       str(tmp_path / "r"), "--no-progress") == 0  # fmt: skip
+        out = capsys.readouterr().out
+        assert "1 match the manifest's SHA-256" in out and "1 converted PNG(s)" in out and "boats.png" in out
+
+
 class TestPackagedManifests:
     def test_contents(self) -> None:
         bsds = load_manifest("bsds500")
@@ -206,6 +270,10 @@ class TestPackagedManifests:
     @pytest.mark.parametrize("name", ["bsds500", "live1", "live1_gray", "classic5", "kodak24"])
     def test_real_data_verifies_and_manifests_are_copies(self, data_root: Path, name: str) -> None:
         assert parse_manifest((data_root / name / "SHA256SUMS").read_text()) == load_manifest(name)
+        if (data_root / name / "SOURCE_BMP_SHA256SUMS").is_file():
+            assert SOURCES.get(name).source_manifest == f"{name}_source_bmp"
+            shipped = (data_root / name / "SOURCE_BMP_SHA256SUMS").read_text()
+            assert parse_manifest(shipped) == load_manifest(f"{name}_source_bmp")
         rep = verify_dataset(name, data_root=data_root)
         assert rep.passed, rep.summary()
 

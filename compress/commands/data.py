@@ -74,7 +74,14 @@ def run_fetch(args: argparse.Namespace) -> int:
     if rep.already_present:
         print(f"{rep.name}: already present and verified in {rep.folder}")
         return 0
-    print(f"{rep.name}: {len(rep.written)} files written to {rep.folder}, each verified against its SHA-256")
+    exact = len(rep.written) - len(rep.pixel_verified)
+    print(f"{rep.name}: {len(rep.written)} files written to {rep.folder}; {exact} match the manifest's SHA-256")
+    if rep.pixel_verified:
+        print(
+            f"{rep.name}: {len(rep.pixel_verified)} converted PNG(s) have other bytes than the manifest (another "
+            "zlib?) but exactly the pixels of their source BMP, which matched its SHA-256; `compress data verify` "
+            f"will list them: {', '.join(rep.pixel_verified[:3])}{' ...' if len(rep.pixel_verified) > 3 else ''}"
+        )
     if not rep.archive_checked:
         print(
             f"{rep.name}: note: no pinned archive-level SHA-256 (none could be checked when the source was set up); "
