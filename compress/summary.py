@@ -20,7 +20,34 @@ import pandas as pd
 from compress.errors import DataError
 from compress.pareto import condition_of, load_tables
 
-__all__ = ["condition_of", "summarize", "summary_markdown"]
+__all__ = ["CLOSE_DB", "MIN_SEEDS", "SUMMARY_COLUMNS", "condition_of", "summarize", "summary_markdown"]
+
+CLOSE_DB = 0.05
+"""Differences smaller than this (dB) need :data:`MIN_SEEDS` seeds on both sides to count (issue 10's noise rule)."""
+MIN_SEEDS = 3
+
+SUMMARY_COLUMNS: dict[str, str] = {
+    "condition": "`<recipe>/<variant name without seedN>`, or `<recipe>` for a recipe's `base` point and its seed "
+    "replicates",
+    "dataset": "dataset",
+    "quality": "JPEG quality",
+    "protocol": "evaluation protocol",
+    "seeds": "variants (seed replicates) averaged",
+    "psnr": "mean PSNR (dB) over the seeds (torch's, or with --target the deployed graph's)",
+    "psnr_sd": "sample standard deviation of PSNR over the seeds (0 for one seed)",
+    "ssim": "mean SSIM",
+    "psnrb": "mean PSNR-B (dB)",
+    "jpeg_psnr": "mean PSNR (dB) of the JPEG input",
+    "params": "parameters (cost.csv)",
+    "macs_720p": "true MACs per 720p frame (cost.csv macs_true at 720p30)",
+    "n_images": "images per score",
+    "gain": "psnr - jpeg_psnr (dB)",
+    "delta_psnr": "psnr - the control condition's psnr (dB); empty without --control",
+    "control_seeds": "seeds of the control condition",
+    "below_noise": f"the difference is under {CLOSE_DB} dB with fewer than {MIN_SEEDS} seeds on a side: not a finding",
+    "machine": "with --target: the machine(s) whose deployed rows were averaged; else empty",
+}
+"""The columns of :func:`summarize`'s table (``compress summary --csv``), in order; results/README.md lists them."""
 
 
 def summarize(results: Sequence[str | Path], control: str | None = None, target: str | None = None,
@@ -81,8 +108,18 @@ def summarize(results: Sequence[str | Path], control: str | None = None, target:
         ref = out[out["condition"] == control].set_index(["dataset", "quality", "protocol"])["psnr"]
         idx = pd.MultiIndex.from_frame(out[["dataset", "quality", "protocol"]])
         out["delta_psnr"] = out["psnr"].to_numpy() - ref.reindex(idx).to_numpy()
+        ref_seeds = out[out["condition"] == control].set_index(["dataset", "quality", "protocol"])["seeds"]
+        out["control_seeds"] = ref_seeds.reindex(idx).to_numpy()
+    else:
+        out["control_seeds"] = float("nan")
+    # the noise rule: a difference under CLOSE_DB from fewer than MIN_SEEDS seeds on either side is not a finding
+    out["below_noise"] = (
+        out["delta_psnr"].abs().lt(CLOSE_DB)
+        & (out["seeds"].lt(MIN_SEEDS) | out["control_seeds"].lt(MIN_SEEDS))
+        & (out["condition"] != control)
+    )
     out["machine"] = tables.machine if target is not None else ""
-    return out
+    return out[list(SUMMARY_COLUMNS)]
 
 
 def summary_markdown(table: pd.DataFrame, control: str | None = None, target: str | None = None) -> str:
@@ -102,10 +139,17 @@ def summary_markdown(table: pd.DataFrame, control: str | None = None, target: st
         ]
         for r in part.itertuples(index=False):
             sd = f" ± {r.psnr_sd:.3f}" if r.seeds > 1 else ""
-            delta = (f" {r.delta_psnr:+.3f} |" if pd.notna(r.delta_psnr) else " |") if control else ""
+            flag = " †" if r.below_noise else ""
+            delta = (f" {r.delta_psnr:+.3f}{flag} |" if pd.notna(r.delta_psnr) else " |") if control else ""
             lines.append(
                 f"| {r.condition} | {r.seeds} | {r.psnr:.3f}{sd} | {r.ssim:.4f} | {r.psnrb:.2f} | {r.gain:+.3f} |"
                 f"{delta} {int(r.params):,} | {r.macs_720p / 1e9:.1f} |"
             )
         lines.append("")
+    if control and table["below_noise"].any():
+        lines += [
+            f"† closer than {CLOSE_DB} dB to the control with fewer than {MIN_SEEDS} seeds on one side: within "
+            "the noise of a single run, not a finding (run more seeds: the recipes' `seed` sweeps).",
+            "",
+        ]
     return "\n".join(lines)

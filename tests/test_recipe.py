@@ -209,6 +209,16 @@ def test_shipped_recipes_validate(path: Path) -> None:
     assert rf.variants
 
 
+ALL_YAML = sorted(RECIPES_DIR.rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", ALL_YAML, ids=[str(p.relative_to(RECIPES_DIR)) for p in ALL_YAML])
+def test_every_shipped_yaml_is_commented(path: Path) -> None:
+    """Recipes, training recipes, targets and ablations are read by people: each opens with a comment."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert lines and lines[0].startswith("#"), f"{path}: start with a comment that says what the file is for"
+
+
 def test_required_recipes_are_shipped() -> None:
     names = {p.stem for p in SHIPPED}
     assert {"baseline-arcnn", "baseline-fast-arcnn", "prune-arcnn", "prune-distill-arcnn", "qat-arcnn",

@@ -54,6 +54,20 @@ def test_mean_sd_and_control(tmp_path: Path) -> None:
     assert "| kd/ratio0.5 | 2 | 26.610 ± 0.014 |" in md and "-0.110 |" in md
 
 
+def test_close_differences_from_few_seeds_are_flagged(tmp_path: Path) -> None:
+    ctrl = _results(tmp_path, "ctrl", {"seed0": 26.70, "seed1": 26.72, "seed2": 26.74}, 117_734)
+    kd = _results(tmp_path, "kd", {"a-seed0": 26.69, "b-seed0": 26.61, "c-seed0": 26.75, "c-seed1": 26.76,
+                                   "c-seed2": 26.77}, 40_000)  # fmt: skip
+    t = summarize([ctrl, kd], control="ctrl").set_index("condition")
+    assert t.loc["kd/a", "below_noise"]  # -0.03 dB from one seed: not a finding
+    assert not t.loc["kd/b", "below_noise"]  # -0.11 dB: beyond the rule
+    assert not t.loc["kd/c", "below_noise"]  # +0.04 dB, but 3 seeds on both sides
+    assert not t.loc["ctrl", "below_noise"] and t.loc["kd/a", "control_seeds"] == 3
+    md = summary_markdown(summarize([ctrl, kd], control="ctrl"), control="ctrl")
+    assert "-0.030 † |" in md and "-0.110 |" in md and "† closer than 0.05 dB" in md
+    assert not summarize([ctrl, kd])["below_noise"].any()  # no control, no comparison
+
+
 def test_unknown_control_names_the_conditions(tmp_path: Path) -> None:
     ctrl = _results(tmp_path, "ctrl", {"seed0": 26.7}, 10)
     with pytest.raises(DataError, match="not among the conditions: ctrl"):
