@@ -58,9 +58,25 @@ class Bf16Autocast(nn.Module):
         return y.float().contiguous()
 
 
+class Fp16(nn.Module):
+    """``model`` with its weights and arithmetic in float16 (``model.half()``, in place), float32 in and out.
+
+    How a float-trained student runs on an accelerator that executes FP16 (the ``tv-chip`` target): every
+    weight and activation rounded to fp16, accumulation as the backend does it (oneDNN on CPU: fp32). Torch
+    2.13 runs fp16 convolutions on CPU (fast on AVX512-FP16 / AMX CPUs, correct but slow elsewhere).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model.half()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.half()).float()
+
+
 def with_precision(model: nn.Module, precision: str) -> nn.Module:
     """``model`` as it scores in ``precision``: ``fp32`` unchanged, ``bf16`` made channels-last (in place)
-    and wrapped in :class:`Bf16Autocast`.
+    and wrapped in :class:`Bf16Autocast`, ``fp16`` cast to float16 (in place) and wrapped in :class:`Fp16`.
 
     Raises:
         ConfigError: another precision (INT8 is an exported graph's business: ``--onnx``).
@@ -69,7 +85,10 @@ def with_precision(model: nn.Module, precision: str) -> nn.Module:
         return model
     if precision == "bf16":
         return Bf16Autocast(model.to(memory_format=torch.channels_last))  # type: ignore[call-overload]
-    raise ConfigError(f"a torch model scores in fp32 or bf16, not {precision!r} (INT8: export it and use --onnx)")
+    if precision == "fp16":
+        return Fp16(model)
+    raise ConfigError(f"a torch model scores in fp32, bf16 or fp16, not {precision!r} (INT8: export it and use "
+                      "--onnx)")
 
 
 def _round_up(x: int, m: int) -> int:

@@ -13,7 +13,9 @@ Inputs are the tidy tables the recipe engine writes under ``results/<recipe>/``:
 
 A variant is a candidate for a target when the target can run its precision
 (:meth:`~compress.targets.Target.can_run`) and it meets every budget the target sets; the front is the
-set of candidates that no other candidate dominates (cost down, quality up). **Ties:** a point
+set of candidates that no other candidate dominates (cost down, quality up). Byte budgets are charged at the
+precision the variant runs at on the target (``weights_mb_at_precision``, ``activations_mb_at_precision`` in
+``points.csv``; see :mod:`compress.targets`), not at the ONNX file's size. **Ties:** a point
 dominates another only when it is at least as good on both axes and strictly better on one, so
 identical points are either all on the front or all off it.
 
@@ -37,7 +39,16 @@ import numpy as np
 import pandas as pd
 
 from compress.errors import CompressError, DataError
-from compress.targets import MIB, Convention, Resolution, Target, get_target, get_targets
+from compress.targets import (
+    Convention,
+    Precision,
+    Resolution,
+    Target,
+    activations_mb_at,
+    get_target,
+    get_targets,
+    weights_mb_at,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -90,7 +101,7 @@ def seed_source(sources: pd.Series) -> str:
     runtime's), the runtime's on a tie (it is what ships). Scores from two sources are never averaged."""
     counts = sources.astype(str).value_counts()
     top = counts[counts == counts.max()].index
-    return str(sorted(top, key=lambda s: (s == "torch", s))[0])
+    return str(sorted(top, key=lambda s: (s.startswith("torch"), s))[0])
 
 
 def seeds_label(condition: str, n_scored: int, n_run: int) -> str:
@@ -139,6 +150,8 @@ METRIC_COLUMNS = frozenset({
     "jpeg_psnrb", "params", "macs", "macs_true", "tflops", "tflops_true", "memory_mb", "peak_activation_mb",
     "model_bytes", "weight_bits", "act_bits", "results",
 })
+#: Float precisions a float (W>8 or A>8) variant may be down-cast to; its torch score is then fp32's.
+DOWNCAST = frozenset({Precision.bf16, Precision.fp16})
 
 
 @dataclass(frozen=True)
@@ -563,17 +576,23 @@ def target_points(
     pts["x"] = pts["x"].astype(float)
     reasons: list[str] = []
     precisions: list[str] = []
+    figures: list[tuple[float, float]] = []
     for i, row in pts.iterrows():
         why: list[str] = []
         prec = None
         if not known[i]:
             why.append("not in cost.csv")
+            figures.append((math.nan, math.nan))
         else:
             prec = target.precision_for(int(row["weight_bits"]), int(row["act_bits"]))
             if prec is None:
                 why.append(f"W{row['weight_bits']}A{row['act_bits']} needs a precision the target lacks "
                            f"({', '.join(p.value for p in target.precisions)})")
-            why += _budget_failures(tables, target, str(row["key"]), LatencyPer(latency_per))
+            why += _budget_failures(tables, target, str(row["key"]), LatencyPer(latency_per), prec)
+            figures.append(budget_figures(tables, target, str(row["key"]), prec) if prec else (math.nan, math.nan))
+            float_model = int(row["weight_bits"]) > 8 or int(row["act_bits"]) > 8
+            if prec in DOWNCAST and float_model and pts.at[i, "y_from"] == "torch":
+                pts.at[i, "y_from"] = f"torch fp32 (runs at {prec.value}; no {prec.value} score)"
         if not math.isfinite(row["x"]):
             why.append(f"no {axis.cost.value}" + (f" at {axis.resolution}" if axis.resolution else ""))
         if not math.isfinite(row["y"]):
@@ -581,6 +600,8 @@ def target_points(
         reasons.append("; ".join(why))
         precisions.append(prec.value if prec else "")
     pts["precision"] = precisions
+    pts["weights_mb_at_precision"] = [w for w, _ in figures]
+    pts["activations_mb_at_precision"] = [a for _, a in figures]
     pts["reason"] = reasons
     pts["eligible"] = pts["reason"] == ""
     extra = tables.cost.drop_duplicates("key").set_index("key")
@@ -591,6 +612,8 @@ def target_points(
     pts["members"] = pts["key"]
     if Seeds(seeds) is Seeds.mean:
         pts = _merge_seeds(pts, q["variant_name"] if "variant_name" in q.columns else q["variant"], tables.shippable)
+    if len(target.precisions) > 1:  # the plot says which of the target's precisions each point runs at
+        pts["label"] = [f"{lab} @{p}" if p else str(lab) for lab, p in zip(pts["label"], pts["precision"], strict=True)]
     pts["on_front"] = False
     elig = pts["eligible"].to_numpy()
     if elig.any():
@@ -634,11 +657,29 @@ def _merge_seeds(pts: pd.DataFrame, names: pd.Series, shippable: frozenset[str] 
     return pd.DataFrame(rows).drop(columns="condition").reset_index(drop=True).infer_objects()
 
 
-def _budget_failures(tables: Tables, target: Target, key: str,
-                     latency_per: LatencyPer = LatencyPer.architecture) -> list[str]:
-    """Why a variant breaks the target's budgets (empty when it meets them all, or there are none)."""
+def budget_figures(tables: Tables, target: Target, key: str, precision: Precision | str) -> tuple[float, float]:
+    """What a variant is charged against the target's byte budgets when it runs at ``precision``: weights MiB
+    (``params`` x its bytes, :func:`compress.targets.weights_mb_at`; NaN without ``params``) and activation MiB
+    at the activation budget's resolution (the fp32 ``peak_activation_mb`` scaled,
+    :func:`compress.targets.activations_mb_at`; NaN without such a budget or the cost column)."""
+    params = _cost_any(tables, "params").get(key, np.nan)
+    w = weights_mb_at(params, precision) if math.isfinite(params) else math.nan
+    act = math.nan
+    if target.budgets.activations is not None:
+        peak = _cost_at(tables, target.budgets.activations.resolution.value, "peak_activation_mb").get(key, np.nan)
+        act = activations_mb_at(peak, precision) if math.isfinite(peak) else math.nan
+    return w, act
+
+
+def _budget_failures(tables: Tables, target: Target, key: str, latency_per: LatencyPer = LatencyPer.architecture,
+                     precision: Precision | None = None) -> list[str]:
+    """Why a variant breaks the target's budgets (empty when it meets them all, or there are none). Byte budgets
+    are charged at ``precision`` (:func:`budget_figures`); None (the target cannot run the variant at all):
+    at fp32, as profiled."""
     b = target.budgets
     out: list[str] = []
+    prec = precision or Precision.fp32
+    weights_mb, activations_mb = budget_figures(tables, target, key, prec)
     if b.compute is not None:
         col = "tflops_true" if b.compute.convention is Convention.true else "tflops"
         v = _cost_at(tables, b.compute.resolution.value, col).get(key, np.nan)
@@ -647,11 +688,11 @@ def _budget_failures(tables: Tables, target: Target, key: str,
         elif v > b.compute.max_tflops:
             out.append(f"{col} {v:.3g} > {b.compute.max_tflops:g} at {b.compute.resolution.value}")
     if b.activations is not None:
-        v = _cost_at(tables, b.activations.resolution.value, "peak_activation_mb").get(key, np.nan)
-        if not math.isfinite(v):
+        if not math.isfinite(activations_mb):
             out.append(f"no peak_activation_mb at {b.activations.resolution.value}")
-        elif v > b.activations.max_mb:
-            out.append(f"activations {v:.4g} MB > {b.activations.max_mb:g} MB at {b.activations.resolution.value}")
+        elif activations_mb > b.activations.max_mb:
+            out.append(f"activations {activations_mb:.4g} MB at {prec.value} > {b.activations.max_mb:g} MB at "
+                       f"{b.activations.resolution.value}")
     if b.latency is not None:
         v = latency_at(tables, target.name, b.latency.resolution.value, latency_per).ms.get(key, np.nan)
         if not math.isfinite(v):
@@ -659,11 +700,10 @@ def _budget_failures(tables: Tables, target: Target, key: str,
         elif v > b.latency.max_ms:
             out.append(f"latency {v:.4g} ms > {b.latency.max_ms:g} ms at {b.latency.resolution.value}")
     if b.weights_mb is not None:
-        v = _cost_any(tables, "model_bytes").get(key, np.nan)
-        if not math.isfinite(v):
-            out.append("no model_bytes")
-        elif v / MIB > b.weights_mb:
-            out.append(f"model {v / MIB:.3g} MB > {b.weights_mb:g} MB")
+        if not math.isfinite(weights_mb):
+            out.append("no params")
+        elif weights_mb > b.weights_mb:
+            out.append(f"weights {weights_mb:.3g} MB at {prec.value} > {b.weights_mb:g} MB")
     return out
 
 
@@ -743,12 +783,10 @@ def _budget_x(target: Target, axis: Axis) -> float | None:
     if b.compute and axis.cost.value == ("tflops_true" if b.compute.convention is Convention.true else "tflops") \
             and axis.resolution == b.compute.resolution.value:
         return b.compute.max_tflops
-    if b.activations and axis.cost is CostAxis.peak_activation_mb and axis.resolution == b.activations.resolution.value:
-        return b.activations.max_mb
     if b.latency and axis.cost is CostAxis.latency_ms and axis.resolution == b.latency.resolution.value:
         return b.latency.max_ms
-    if b.weights_mb and axis.cost is CostAxis.model_bytes:
-        return b.weights_mb * MIB
+    # no line for the byte budgets: the peak_activation_mb (fp32) and model_bytes (ONNX file) axes are not what
+    # the budgets charge (bytes at the precision run, weights_mb_at_precision / activations_mb_at_precision)
     return None
 
 
@@ -906,8 +944,15 @@ def _hover(points: pd.DataFrame) -> list[list[str]]:
         seeds = f"; the mean of {n_seeds} seeds (sd {float(sd):.3f})" if n_seeds > 1 and pd.notna(sd) else ""
         return f"{x}quality scored in {frm}{seeds}"
 
+    def precision(r: pd.Series) -> str:
+        prec = str(r["precision"] or "-")
+        charged = [f"{what} {float(v):.4g} MB" for what, v in (("weights", r.get("weights_mb_at_precision")),
+                                                                 ("activations", r.get("activations_mb_at_precision")))
+                   if v is not None and pd.notna(v)]
+        return f"{prec} ({', '.join(charged)} at {prec})" if charged and prec != "-" else prec
+
     label = "label" if "label" in points.columns else "key"
-    return [[f"{r[label]} ({r['key']})" if r[label] != r["key"] else str(r["key"]), str(r["precision"] or "-"),
+    return [[f"{r[label]} ({r['key']})" if r[label] != r["key"] else str(r["key"]), precision(r),
              str(r["settings"] or "-"), str(r["reason"] or "eligible"), measured(r)]
             for _, r in points.iterrows()]
 

@@ -59,7 +59,9 @@ def speed_goal(results: Sequence[str | Path], goal: Goal = Goal(), machine: str 
     (fastest qualifying variant; empty when none), ``met`` (it exists and ``ms <= budget_ms``),
     ``fastest_variant`` / ``fastest_psnr`` / ``fastest_ms`` (fastest of all), ``best_variant`` /
     ``best_psnr`` / ``best_ms`` (highest PSNR among the timed ones), ``short_db`` (floor - best PSNR when
-    nothing qualifies, else 0), ``fastest_gmac_per_s`` (true GMACs per second the runtime sustains on the
+    nothing qualifies, else 0), ``distance_of`` (``qualifying``, or ``best`` when nothing qualifies: the variant
+    the two distance columns measure), ``ms_over_budget`` (its ms - budget_ms; negative: inside the budget) and
+    ``x_budget`` (its ms / budget_ms), ``fastest_gmac_per_s`` (true GMACs per second the runtime sustains on the
     fastest variant) and ``gmac_in_budget`` (the GMACs per frame that rate fits in the budget: how small a
     model would have to be), ``n_timed`` (variants timed themselves), ``n_with_latency`` (those plus the
     untimed variants that share a timed graph and take its median), ``n_deployed`` (how many of those have
@@ -125,6 +127,8 @@ def speed_goal(results: Sequence[str | Path], goal: Goal = Goal(), machine: str 
         best = timed.sort_values(["psnr", "ms"], ascending=[False, True]).iloc[0]
         ok = timed[timed["psnr"] >= floor]
         pick = by_speed[by_speed["psnr"] >= floor].iloc[0] if len(ok) else None
+        # how far the goal is: the qualifying variant's ms, or (none qualifies) the best variant's
+        ref_ms = float(pick["ms"]) if pick is not None else float(best["ms"])
         rows.append({
             "target": target, "resolution": res, "floor_psnr": round(floor, 4),
             "variant": pick["name"] if pick is not None else "",
@@ -138,6 +142,8 @@ def speed_goal(results: Sequence[str | Path], goal: Goal = Goal(), machine: str 
             "best_variant": best["name"], "best_psnr": float(best["psnr"]), "best_ms": float(best["ms"]),
             "best_seeds": int(best["seeds"]),
             "short_db": 0.0 if pick is not None else round(floor - float(best["psnr"]), 4),
+            "distance_of": "qualifying" if pick is not None else "best",
+            "ms_over_budget": ref_ms - goal.budget_ms, "x_budget": ref_ms / goal.budget_ms,
             "fastest_gmac_per_s": gmacs_s, "gmac_in_budget": gmacs_s * goal.budget_ms / 1e3,
             "n_timed": int(timed["n_timed"].sum()), "n_with_latency": int(timed["members"].sum()),
             "n_deployed": int(timed["n_deployed"].sum()), "machine": t.machine, "seed_mode": Seeds(seeds).value,
@@ -165,8 +171,10 @@ def _merge_seeds(timed: pd.DataFrame, several: bool) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def to_markdown(table: pd.DataFrame) -> str:
-    """The speed-goal table as markdown (ms rounded to 0.1, PSNR to 0.001)."""
+def to_markdown(table: pd.DataFrame, fronts: str | Path | None = None) -> str:
+    """The speed-goal table as markdown (ms rounded to 0.1, PSNR to 0.001). ``fronts``: the folder of the
+    Pareto fronts made from the same tables (``compress pareto ... --out FRONTS``); the report names the
+    goal's selection in it (``FRONTS/<dataset>-q<quality>-<protocol>/``)."""
     if not len(table):
         return "(no timed variants)\n"
     g = table.iloc[0]
@@ -176,31 +184,44 @@ def to_markdown(table: pd.DataFrame) -> str:
         "",
         f"Latency measured on: {g.get('machine', '') or 'every machine in the tables'}.",
         "",
-        "| target | resolution | qualifying variant | PSNR | ms | met | fastest variant | its PSNR | ms | "
-        "best PSNR (ms) | short by (dB) | GMAC/s on the fastest | GMAC/frame in budget |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    if fronts is not None:
+        sel = Selection(str(g["goal_dataset"]), int(g["goal_quality"]), str(g["goal_protocol"])).slug()
+        folder = f"{Path(fronts).as_posix().rstrip('/')}/{sel}/"
+        lines += [f"The measured fronts (ms/frame vs PSNR per target) from the same tables and machine(s): "
+                  f"`{folder}` (`front-<target>.png` / `.svg`, `front.csv`, `points.csv`, `fronts.html`).", ""]
+    lines += [
+        "| target | resolution | qualifying variant | PSNR | ms | met | over budget (ms) | x budget | fastest variant "
+        "| its PSNR | ms | best PSNR (ms) | short by (dB) | GMAC/s on the fastest | GMAC/frame in budget |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in table.itertuples(index=False):
-        pick = f"{r.variant} | {r.psnr:.3f} | {r.ms:.1f}" if r.variant else "none | | "
-        lines.append(f"| {r.target} | {r.resolution} | {pick} | {'yes' if r.met else 'no'} | {r.fastest_variant} | "
+        pick = f"{r.variant} | {r.psnr:.3f} | {r.ms:.1f}" if r.variant else "none | |"
+        of = "" if r.distance_of == "qualifying" else " (best)"
+        lines.append(f"| {r.target} | {r.resolution} | {pick} | {'yes' if r.met else 'no'} | "
+                     f"{r.ms_over_budget:+.1f}{of} | {r.x_budget:.2f}{of} | {r.fastest_variant} | "
                      f"{r.fastest_psnr:.3f} | {r.fastest_ms:.1f} | {r.best_psnr:.3f} ({r.best_ms:.1f}) | "
                      f"{r.short_db:.3f} | {r.fastest_gmac_per_s:.1f} | {r.gmac_in_budget:.2f} |")
     lines += ["", "PSNR is the target runtime's own score where `deployed.csv` has one (else torch's); ms is the "
               "median over the variants that share a graph structure. A condition run with several seeds is one "
               "candidate at the mean of their PSNRs (named '(mean of N seeds)'; '(1 of N seeds)' where one replicate "
-              "alone was scored in the runtime). GMAC/frame in budget = the true "
+              "alone was scored in the runtime). Over budget (ms) = ms - budget (negative: inside it) and x budget = "
+              "ms / budget, of the qualifying variant, or of the best one '(best)' where none qualifies. "
+              "GMAC/frame in budget = the true "
               "MACs the runtime sustains on its fastest variant x the budget: the size a model must shrink to (at that "
               "efficiency) to run in real time."]
     return "\n".join(lines) + "\n"
 
 
 def write_speed_goal(results: Sequence[str | Path], out_dir: str | Path, goal: Goal = Goal(),
-                     machine: str | Sequence[str] | None = None, seeds: Seeds | str = Seeds.mean) -> list[Path]:
-    """Write ``speed_goal.csv`` and ``speed_goal.md`` into ``out_dir``; return both paths."""
+                     machine: str | Sequence[str] | None = None, seeds: Seeds | str = Seeds.mean,
+                     fronts: str | Path | None = None) -> list[Path]:
+    """Write ``speed_goal.csv`` and ``speed_goal.md`` into ``out_dir``; return both paths. ``fronts``: see
+    :func:`to_markdown`."""
     table = speed_goal(results, goal, machine, seeds)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv, md = out / "speed_goal.csv", out / "speed_goal.md"
     table.to_csv(csv, index=False)
-    md.write_text(to_markdown(table), encoding="utf-8")
+    md.write_text(to_markdown(table, fronts), encoding="utf-8")
     return [csv, md]

@@ -9,7 +9,17 @@ their numbers describe a hypothetical chip, not a data sheet.
 Units: ``MB`` is MiB (2**20 bytes) throughout, as in :mod:`compress.cost`. TFLOPS budgets name their
 convention: ``true`` (true MACs x fps / 1e12, ConvTranspose2d per input pixel) or ``published`` (the
 brief's thop convention). Which precisions a variant needs follows from its bits
-(:func:`required_precisions`).
+(:func:`required_precisions`); the target runs it at the first of its own precisions that fits
+(:meth:`Target.precision_for`).
+
+Byte budgets are charged at that precision, not at the size of the exported file: a QDQ INT8 ONNX graph
+stores its weights as fp32 initializers (~4x the deployed size), and the cost table's
+``peak_activation_mb`` is profiled in fp32. So the weights are ``params x`` :data:`PRECISION_BYTES`
+(:func:`weights_mb_at`) and the activations ``peak_activation_mb x bytes / 4`` (:func:`activations_mb_at`).
+**Approximation:** every parameter and every live tensor counts at the one precision the variant runs at.
+A mixed graph (INT8 with a float last layer, ``keep_float``) keeps that layer's weights and output in
+float, and INT8 kernels keep biases in int32; the cost table has no per-layer split, so these few thousand
+bytes (e.g. Fast ARCNN's last layer, 7.8k params: +23 KiB at fp32) are not charged.
 """
 
 from __future__ import annotations
@@ -80,13 +90,19 @@ RUNTIME_PRECISIONS: dict[Runtime, frozenset[Precision]] = {
 }
 
 
+#: Bytes per stored weight or activation value at each precision (4-bit weights live in int8 lanes).
+PRECISION_BYTES: dict[Precision, int] = {Precision.fp32: 4, Precision.bf16: 2, Precision.fp16: 2, Precision.int8: 1}
+
+
 def required_precisions(weight_bits: int, act_bits: int) -> frozenset[Precision]:
     """Precisions of which a target must support at least one to run a variant with these bits.
 
     The rule: weights and activations both at 8 bits or fewer need integer kernels (``int8``; 4-bit
-    weights are stored in int8 lanes). Otherwise the activations decide: 16-bit float runs on
-    ``fp16``/``bf16`` (or ``fp32``, losslessly); a 32-bit float variant needs ``fp32`` or ``bf16`` (a
-    runtime's bf16 mode takes fp32 models and down-casts them itself, as OpenVINO's precision hint does).
+    weights are stored in int8 lanes). Otherwise the variant is a float model and any float precision
+    runs it: ``fp32`` as trained, or ``bf16`` / ``fp16`` down-cast by the runtime (OpenVINO's precision
+    hint does it itself; deploying a float-trained CNN at FP16 is the normal practice on accelerators
+    that have no fp32 units). A down-cast changes the output slightly: where no score in that precision
+    exists, a front says its quality was measured in fp32 (:func:`compress.pareto.target_points`).
 
     Args:
         weight_bits: bits per weight (32 for a float model).
@@ -97,9 +113,18 @@ def required_precisions(weight_bits: int, act_bits: int) -> frozenset[Precision]
     """
     if weight_bits <= 8 and act_bits <= 8:
         return frozenset({Precision.int8})
-    if act_bits <= 16:
-        return frozenset({Precision.fp16, Precision.bf16, Precision.fp32})
-    return frozenset({Precision.fp32, Precision.bf16})
+    return frozenset({Precision.fp32, Precision.bf16, Precision.fp16})
+
+
+def weights_mb_at(params: float, precision: Precision | str) -> float:
+    """MiB of weights a variant of ``params`` parameters stores when it runs at ``precision``
+    (``params x`` :data:`PRECISION_BYTES`; see the module docstring for what this leaves out)."""
+    return float(params) * PRECISION_BYTES[Precision(precision)] / MIB
+
+
+def activations_mb_at(peak_activation_mb_fp32: float, precision: Precision | str) -> float:
+    """MiB of live activations at ``precision``, from the fp32 analytic peak of the cost table."""
+    return float(peak_activation_mb_fp32) * PRECISION_BYTES[Precision(precision)] / PRECISION_BYTES[Precision.fp32]
 
 
 class _Strict(BaseModel):
@@ -121,9 +146,10 @@ class ComputeBudget(_Strict):
 
 
 class MemoryBudget(_Strict):
-    """At most ``max_mb`` MiB of live activations (``peak_activation_mb``) at ``resolution``."""
+    """At most ``max_mb`` MiB of live activations at ``resolution``, at the precision the variant runs at
+    (:func:`activations_mb_at`)."""
 
-    max_mb: float = Field(..., gt=0, description="activation memory ceiling, MiB")
+    max_mb: float = Field(..., gt=0, description="activation memory ceiling, MiB, at the precision run")
     resolution: Resolution = Field(Resolution.p1080, description="resolution the ceiling applies to")
 
 
@@ -140,7 +166,8 @@ class Budgets(_Strict):
     compute: ComputeBudget | None = None
     activations: MemoryBudget | None = None
     latency: LatencyBudget | None = None
-    weights_mb: float | None = Field(None, gt=0, description="model file size ceiling (model_bytes), MiB")
+    weights_mb: float | None = Field(None, gt=0, description="weights ceiling, MiB: params x bytes of the precision "
+                                     "the variant runs at (not the ONNX file size)")
 
 
 class Target(_Strict):

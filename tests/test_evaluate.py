@@ -404,3 +404,18 @@ def test_a_torch_model_scores_in_bf16_autocast_near_fp32() -> None:
     assert with_precision(model, "fp32") is model
     with pytest.raises(ConfigError, match="INT8"):
         with_precision(model, "int8")
+
+
+def test_a_torch_model_scores_in_fp16_near_fp32() -> None:
+    """fp16 (how a float student runs on the tv-chip target): weights and arithmetic in float16 on the CPU."""
+    from compress.inference import Fp16, restore, with_precision
+
+    torch.manual_seed(0)
+    model = build_model("fast_arcnn").eval()
+    img = np.random.default_rng(0).integers(0, 256, size=(40, 48, 3), dtype=np.uint8)
+    ref = restore(model, img)
+    run = with_precision(model, "fp16")
+    assert isinstance(run, Fp16) and next(run.parameters()).dtype == torch.float16
+    out = restore(run, img)
+    assert out.dtype == np.float64 and out.shape == ref.shape
+    assert 0 < np.abs(out - ref).max() < 1.0  # fp16 rounding (11-bit mantissa), on the 0..255 scale

@@ -132,14 +132,48 @@ def test_edge_npu_compute_and_weight_budgets(results: Path) -> None:
     pts = _points(results, "edge-npu")
     assert set(pts.index[pts["eligible"]]) == {"fast-int8", "fast-int8-twin", "tiny-w4"}
     assert "tflops_true 0.93 > 0.5 at 720p30" in pts.loc["arcnn-p50-int8", "reason"]
-    assert "model 1.91 MB > 1 MB" in pts.loc["slow", "reason"]
+    # a float variant the NPU cannot run is charged as profiled (fp32): 500,000 params x 4 B
+    assert "weights 1.91 MB at fp32 > 1 MB" in pts.loc["slow", "reason"]
+    assert pts.loc["tiny-w4", "weights_mb_at_precision"] == pytest.approx(20_000 / 2**20)
 
 
 def test_tv_chip_activation_budget_at_1080p(results: Path) -> None:
     pts = _points(results, "tv-chip")
-    assert set(pts.index[pts["eligible"]]) == {"fast-int8", "fast-int8-twin", "tiny-w4"}
-    assert "activations 900 MB > 512 MB at 1080p30" in pts.loc["arcnn-p50-int8", "reason"]
+    # float students run at FP16 (halved activations), INT8 ones at int8 (quartered)
+    assert set(pts.index[pts["eligible"]]) == {"fast", "fast-int8", "fast-int8-twin", "tiny-w4"}
+    assert "activations 650 MB at fp16 > 512 MB at 1080p30" in pts.loc["arcnn", "reason"]
+    assert "activations" not in pts.loc["arcnn-p50-int8", "reason"]  # 900 MB in fp32 = 225 MB at int8
+    assert "tflops_true 2.09 > 1 at 1080p30" in pts.loc["arcnn-p50-int8", "reason"]
+    assert pts.loc["arcnn-p50-int8", "activations_mb_at_precision"] == pytest.approx(225.0)
+    assert pts.loc["fast", "activations_mb_at_precision"] == pytest.approx(150.0)
     assert pts.loc["tiny-w4", "x"] == pytest.approx(0.1 * 2.25)  # auto axis: budget resolution 1080p30
+    # which precision each point runs at: a column, the plot label (two precisions here), and the score's origin
+    assert pts.loc["fast", "precision"] == "fp16" and pts.loc["fast-int8", "precision"] == "int8"
+    assert pts.loc["fast", "label"] == "fast @fp16" and pts.loc["tiny-w4", "label"] == "tiny-w4 @int8"
+    assert pts.loc["fast", "y_from"] == "torch fp32 (runs at fp16; no fp16 score)"
+    assert pts.loc["fast-int8", "y_from"] == "torch"
+    # one-precision targets keep plain labels
+    assert _points(results, "cpu-ort-fp32").loc["fast", "label"] == "fast"
+
+
+def test_byte_budgets_charge_the_precision_run_not_the_onnx_file(tmp_path: Path) -> None:
+    """The audit's cases by hand: an INT8 variant whose QDQ ONNX (fp32 initializers, 4x) is over the edge NPU's
+    1 MB, and one whose fp32-profiled activations are over the TV chip's 512 MB, both fit once charged at int8."""
+    res = make_results(tmp_path / "r", {"fast-int8": VARIANTS["fast-int8"], "big-int8": (26.8, 0.2, 8, 8, 400_000,
+                                                                                         530.0)})
+    cost = pd.read_csv(res / "cost.csv")
+    cost.loc[cost["variant"] == "big-int8", "model_bytes"] = 1_600_000  # the QDQ file: 4 B per weight
+    cost.to_csv(res / "cost.csv", index=False)
+    npu = _points(res, "edge-npu")
+    # 400,000 params x 1 B = 400,000 / 1,048,576 = 0.3815 MiB <= 1 (the file: 1.53 MiB)
+    assert npu.loc["big-int8", "weights_mb_at_precision"] == pytest.approx(0.3815, abs=1e-4)
+    assert npu.loc["big-int8", "model_bytes"] == 1_600_000 and npu.loc["big-int8", "params"] == 400_000  # raw kept
+    assert npu.loc["big-int8", "eligible"], npu.loc["big-int8", "reason"]
+    tv = _points(res, "tv-chip")
+    # 530 MB of fp32 activations at 1080p30 = 530 / 4 = 132.5 MB at int8 <= 512
+    assert tv.loc["big-int8", "activations_mb_at_precision"] == pytest.approx(132.5)
+    assert tv.loc["big-int8", "eligible"], tv.loc["big-int8", "reason"]
+    assert np.isnan(npu.loc["big-int8", "activations_mb_at_precision"])  # the NPU has no activation budget
 
 
 def test_latency_budget_and_auto_axis(tmp_path: Path) -> None:
@@ -444,6 +478,44 @@ def test_cli(results: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "--quality" in capsys.readouterr().err
 
 
+def test_selector_buttons_partition_the_traces_and_hover_names_the_settings(results: Path) -> None:
+    """Each button of the target selector shows exactly its target's traces (the masks partition the traces, the
+    first is the initial view), those traces hold that target's points, and a hover names the variant, the
+    precision it runs at there, and its settings."""
+    from compress.pareto import plotly_figure, reference_points
+
+    tables = load_tables([results])
+    panels = []
+    for name in ("cpu-ort-fp32", "edge-npu", "tv-chip"):
+        t = get_target(name)
+        pts, axis = target_points(tables, t, SEL, x="params")
+        panels.append((t, axis, pts, reference_points(SEL, axis, QualityAxis.psnr)))
+    fig = plotly_figure(panels, y="psnr", selection=SEL)
+    buttons = fig.layout.updatemenus[0].buttons
+    assert [b.label for b in buttons] == [t.label() for t, *_ in panels]
+    masks = np.array([b.args[0]["visible"] for b in buttons], dtype=bool)
+    assert masks.shape == (len(panels), len(fig.data))
+    assert (masks.sum(axis=0) == 1).all()  # every trace belongs to exactly one target
+    assert [bool(tr.visible) for tr in fig.data] == list(masks[0])  # the page opens on the first target
+    for k, (t, _axis, pts, _refs) in enumerate(panels):
+        assert buttons[k].args[1]["title.text"].startswith(t.label())
+        shown = [fig.data[i] for i in np.flatnonzero(masks[k])]
+        hovers = [cd for tr in shown if tr.hovertemplate and "settings" in tr.hovertemplate
+                  for cd in (tr.customdata if tr.customdata is not None else [])]
+        names = {str(cd[0]).split(" (")[0] for cd in hovers}
+        assert names == set(pts["label"]), t.name  # this target's points and no other's
+        for cd in hovers:
+            row = pts[pts["label"] == str(cd[0]).split(" (")[0]].iloc[0]
+            assert str(cd[1]).startswith(str(row["precision"] or "-"))
+            assert cd[2] == (row["settings"] or "-")
+    tv_hover = {str(cd[0]): cd for tr in (fig.data[i] for i in np.flatnonzero(masks[2])) if tr.customdata is not None
+                and tr.hovertemplate and "settings" in tr.hovertemplate for cd in tr.customdata}
+    p50 = tv_hover["arcnn-p50-int8 @int8 (arcnn-p50-int8)"]
+    assert p50[2] == "prune_ratio=0.5"  # the settings that vary between variants
+    assert p50[1] == "int8 (weights 0.03242 MB, activations 225 MB at int8)"  # 34,000 B; 900 MB / 4
+    assert "runs at fp16" in tv_hover["fast @fp16 (fast)"][4]  # a float student's fp32 score, said so
+
+
 @pytest.mark.slow
 def test_html_renders_in_headless_chromium(results: Path, tmp_path: Path) -> None:
     """The self-contained page draws in a real browser: plotly ran, every variant is a point, the selector works."""
@@ -471,9 +543,32 @@ def test_html_renders_in_headless_chromium(results: Path, tmp_path: Path) -> Non
     menu = re.findall(r'class="updatemenu-item-text"[^>]*>([^<]*)<', drawn)
     assert menu and menu[0] == targets[0].label()
     assert all(t.label() in html for t in targets)
+    titles = re.findall(r'class="gtitle"[^>]*>([^<]*)<', drawn)
+    assert titles and titles[0].startswith(targets[0].label())
     shot = tmp_path / "shot.png"
     subprocess.run([browser, *flags, f"--screenshot={shot}", page], check=True, capture_output=True, timeout=120)
     assert shot.is_file() and shot.stat().st_size > 10_000
+    # press the selector's second button (what a click runs: Plotly.update with the button's args) in the browser
+    press = "".join([
+        "<script>window.addEventListener('load', function () {",
+        " var gd = document.getElementById('compress-fronts'); var b = gd.layout.updatemenus[0].buttons[1];",
+        " Plotly.update(gd, b.args[0], b.args[1]).then(function () {",
+        " document.body.setAttribute('data-shown', gd.data.filter(function (t) { return t.visible === true; })",
+        ".map(function (t) { return t.name; }).join('|')); }); });</script></body>",
+    ])
+    switched = out / "switched.html"
+    switched.write_text(html.replace("</body>", press, 1), encoding="utf-8")
+    dom2 = subprocess.run([browser, *flags, "--dump-dom", switched.as_uri()], check=True, capture_output=True,
+                          text=True, timeout=120).stdout
+    shown = re.search(r'data-shown="([^"]*)"', dom2)
+    assert shown is not None, "the button's update did not finish in the browser"
+    n_panel = 5  # traces per target: outside / measured / front markers, the front line, the published points
+    assert len(shown.group(1).split("|")) == n_panel  # only the second target's traces are visible
+    drawn2 = re.sub(r"<script.*?</script>", "", dom2, flags=re.S)
+    titles2 = re.findall(r'class="gtitle"[^>]*>([^<]*)<', drawn2)
+    assert titles2 and titles2[0].startswith(targets[1].label()), titles2
+    labels2 = re.findall(r'class="textpoint".*?white-space: pre;">([^<]*)<', drawn2)
+    assert any("tiny-w4" in label.split(", ") for label in labels2), labels2
 
 
 # ---------------------------------------------------------------------------------------------

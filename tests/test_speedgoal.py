@@ -45,14 +45,19 @@ def test_fastest_qualifying_variant_and_budget(results: Path) -> None:
     # tiny-w4: 0.1 true TFLOPS at 720p30 = 3.33 GMAC a frame in 10 ms -> 333 GMAC/s, 11.1 GMAC fit in 33.3 ms
     assert a["fastest_gmac_per_s"] == pytest.approx(0.1e12 / 30 / 1e9 / 0.010)
     assert a["gmac_in_budget"] == pytest.approx(a["fastest_gmac_per_s"] / 30)
+    assert (a["distance_of"], a["ms_over_budget"]) == ("qualifying", pytest.approx(30.0 - 1000 / 30))
+    assert a["x_budget"] == pytest.approx(0.9)  # 30 ms / 33.33 ms
     c = _row(table, "cpu-c")
     assert (c["variant"], bool(c["met"])) == ("fast-int8", False)  # qualifies, but 40 ms > 33.3 ms
+    assert (c["ms_over_budget"], c["x_budget"]) == (pytest.approx(40.0 - 1000 / 30), pytest.approx(1.2))
 
 
 def test_missed_floor_reports_how_far(results: Path) -> None:
     b = _row(speed_goal([results]), "cpu-b")
     assert b["variant"] == "" and math.isnan(b["ms"]) and not b["met"]
     assert (b["best_variant"], b["short_db"]) == ("tiny-w4", pytest.approx(26.69 - 26.30))
+    # nothing qualifies: the distance is the best variant's (tiny-w4, 12 ms: inside the budget)
+    assert (b["distance_of"], b["x_budget"]) == ("best", pytest.approx(12.0 * 30 / 1000))
     # a lower floor lets tiny-w4 through
     b2 = _row(speed_goal([results], Goal(min_gain_db=0.5)), "cpu-b")
     assert (b2["variant"], bool(b2["met"])) == ("tiny-w4", True)
@@ -67,11 +72,18 @@ def test_errors_without_latency_or_selection(tmp_path: Path) -> None:
 
 
 def test_written_files_and_cli(results: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    csv, md = write_speed_goal([results], tmp_path / "a")
-    assert csv.is_file() and "| cpu-a | 720p30 | fast-int8 | 26.700 | 30.0 | yes |" in md.read_text()
+    csv, md = write_speed_goal([results], tmp_path / "a", fronts="results/fronts")
+    text = md.read_text()
+    assert csv.is_file() and "| cpu-a | 720p30 | fast-int8 | 26.700 | 30.0 | yes | -3.3 | 0.90 | tiny-w4 |" in text
+    assert "| cpu-c | 720p30 | fast-int8 | 26.700 | 40.0 | no | +6.7 | 1.20 |" in text
+    assert "`results/fronts/live1-q10-idcn-rgb/`" in text  # the fronts the report corresponds to
     assert main(["bench", "speedgoal", "--results", str(results), "--out", str(tmp_path / "b")]) == 0
     out = capsys.readouterr().out
-    assert "JPEG + 1.0" in out and "| cpu-b | 720p30 | none |" in out
+    assert "JPEG + 1.0" in out and "| cpu-b | 720p30 | none | | | no | -21.3 (best) | 0.36 (best) |" in out
+    assert "`results/fronts/live1-q10-idcn-rgb/`" in out
+    assert main(["bench", "speedgoal", "--results", str(results), "--out", str(tmp_path / "c"), "--fronts",
+                 "none"]) == 0
+    assert "results/fronts" not in capsys.readouterr().out
     assert (tmp_path / "b" / "speed_goal.csv").is_file()
 
 

@@ -12,11 +12,13 @@ from compress.targets import (
     Precision,
     Resolution,
     Runtime,
+    activations_mb_at,
     get_target,
     get_targets,
     load_target,
     required_precisions,
     shipped_targets,
+    weights_mb_at,
 )
 
 SHIPPED = ["cpu-ort-fp32", "cpu-ort-int8", "cpu-ov-bf16", "cpu-ov-fp32", "cpu-ov-int8", "cpu-ov-int8-u8", "edge-npu",
@@ -64,9 +66,9 @@ def test_get_targets_default_is_all_shipped() -> None:
     [
         ((8, 8), {Precision.int8}),
         ((4, 8), {Precision.int8}),
-        ((32, 32), {Precision.fp32, Precision.bf16}),
+        ((32, 32), {Precision.fp32, Precision.bf16, Precision.fp16}),
         ((16, 16), {Precision.fp16, Precision.bf16, Precision.fp32}),
-        ((8, 32), {Precision.fp32, Precision.bf16}),
+        ((8, 32), {Precision.fp32, Precision.bf16, Precision.fp16}),
     ],
 )
 def test_required_precisions(bits: tuple[int, int], expected: set[Precision]) -> None:
@@ -78,7 +80,23 @@ def test_can_run_and_precision_for() -> None:
     assert ov_bf16.can_run(32, 32) and ov_bf16.precision_for(32, 32) is Precision.bf16
     assert not ov_bf16.can_run(8, 8)
     assert ort_int8.can_run(8, 8) and not ort_int8.can_run(32, 32)
-    assert tv.precision_for(16, 16) is Precision.fp16 and not tv.can_run(32, 32)
+    assert tv.precision_for(16, 16) is Precision.fp16
+    # a float-trained student runs on the TV chip at FP16 (its first listed float precision), INT8 ones at int8
+    assert tv.can_run(32, 32) and tv.precision_for(32, 32) is Precision.fp16
+    assert tv.precision_for(8, 8) is Precision.int8 and tv.precision_for(4, 8) is Precision.int8
+    assert not get_target("edge-npu").can_run(32, 32)
+
+
+def test_bytes_at_precision_by_hand() -> None:
+    # ARCNN (117,734 params): 117734 B = 0.1123 MiB at int8, x2 at fp16, x4 at fp32 (its fp32 ONNX is 472,451 B)
+    assert weights_mb_at(117_734, Precision.int8) == pytest.approx(117_734 / 1_048_576)
+    assert weights_mb_at(117_734, "fp16") == pytest.approx(2 * 117_734 / 1_048_576)
+    assert weights_mb_at(117_734, Precision.bf16) == pytest.approx(2 * 117_734 / 1_048_576)
+    assert weights_mb_at(117_734, Precision.fp32) == pytest.approx(4 * 117_734 / 1_048_576)
+    # the fp32 analytic peak at 1080p30 is quartered at int8 and halved at fp16
+    assert activations_mb_at(530.0, Precision.int8) == pytest.approx(132.5)
+    assert activations_mb_at(530.0, Precision.fp16) == pytest.approx(265.0)
+    assert activations_mb_at(530.0, Precision.fp32) == pytest.approx(530.0)
 
 
 def _write(tmp_path: Path, name: str, text: str) -> Path:

@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--seeds", choices=["mean", "each"], default="mean",
                    help="speedgoal: mean (default): the seed replicates of a condition are one candidate at the "
                    "mean of their PSNRs; each: every seed its own")
+    p.add_argument("--fronts", default="results/fronts", metavar="DIR",
+                   help="speedgoal: the fronts folder made from the same tables and machine(s), named in the report "
+                   "(default: %(default)s; 'none': no pointer)")
     p.add_argument("--ablation", nargs="+", default=list(ABLATIONS), metavar="FILE",
                    help="ablation: the ablation files (default: %(default)s)")
     p.add_argument("--threads", type=int, default=2,
@@ -115,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
 
             raise DataError("speedgoal: no results/*/quality.csv; run a recipe first or pass --results")
         csv, md = write_speed_goal(folders, out, Goal(min_gain_db=args.min_gain), machine=args.machine,
-                                   seeds=args.seeds)
+                                   seeds=args.seeds, fronts=None if args.fronts == "none" else args.fronts)
         print(md.read_text(encoding="utf-8"), end="")
         print(csv)
     return 0

@@ -27,9 +27,10 @@ def register(subparsers: Any) -> None:
                    "(a variant's model.onnx; QDQ graphs run in INT8)")
     p.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "openvino"],
                    help="--onnx: the runtime (default %(default)s)")
-    p.add_argument("--precision", choices=["fp32", "bf16", "int8"],
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "int8"],
                    help="--onnx: openvino inference precision for float graphs (default: the graph's own); "
-                   "a torch model (--model): fp32 (default) or bf16 autocast with channels_last")
+                   "a torch model (--model): fp32 (default), bf16 autocast with channels_last, or fp16 "
+                   "(weights and arithmetic in float16, as a float student runs on the tv-chip target)")
     p.add_argument("--threads", type=int, default=1, help="--onnx: runtime threads (default %(default)s)")
     p.add_argument("--io", default="f32-nchw", choices=["f32-nchw", "u8-nhwc"],
                    help="--onnx: frames at the graph's boundary; u8-nhwc (openvino) compiles 8-bit NHWC frames "

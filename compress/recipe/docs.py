@@ -201,7 +201,45 @@ def recipe_keys_markdown() -> str:
         *_rows(TrainData, "data."),
         "",
     ]
+    out += _target_sections()
     return "\n".join(out)
+
+
+def _target_sections() -> list[str]:
+    """The keys of a hardware target (``recipes/targets/*.yaml``, :mod:`compress.targets`)."""
+    from compress.targets import Budgets, ComputeBudget, LatencyBudget, MemoryBudget, Target
+
+    return [
+        "## Hardware targets (`recipes/targets/*.yaml`)",
+        "",
+        "Read by `compress pareto --target`, `compress latency`, `compress deployed` and `compress bench speedgoal` "
+        "(a shipped name or a path to a file like these). Measured targets (onnxruntime, OpenVINO) are timed here; "
+        "analytic ones are judged by their budgets only and say whether their numbers are illustrative.",
+        "",
+        *_HEAD,
+        *_rows(Target, ""),
+        "",
+        "### budgets",
+        "",
+        *_HEAD,
+        *_rows(Budgets, "budgets."),
+        "",
+        "### budgets.compute",
+        "",
+        *_HEAD,
+        *_rows(ComputeBudget, "budgets.compute."),
+        "",
+        "### budgets.activations",
+        "",
+        *_HEAD,
+        *_rows(MemoryBudget, "budgets.activations."),
+        "",
+        "### budgets.latency",
+        "",
+        *_HEAD,
+        *_rows(LatencyBudget, "budgets.latency."),
+        "",
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
