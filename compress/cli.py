@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "compress.commands.pareto",
     "compress.commands.recipe",
     "compress.commands.run",
+    "compress.commands.rescore",
     "compress.commands.summary",
 ]
 

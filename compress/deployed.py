@@ -32,6 +32,17 @@ def _torch_scores(root: Path, dataset: str, quality: int, protocol: str) -> dict
     return {str(v): float(p) for v, p in zip(q["variant"], q["psnr"], strict=True)}
 
 
+def _variant_qualities(root: Path) -> dict[str, set[int]]:
+    """Variant -> the JPEG qualities its recipe evaluates it at (``quality.csv``; empty without the table)."""
+    import pandas as pd
+
+    path = root / "quality.csv"
+    if not path.is_file():
+        return {}
+    q = pd.read_csv(path, usecols=["variant", "quality"])
+    return {str(v): {int(x) for x in g["quality"]} for v, g in q.groupby("variant")}
+
+
 def score_results(
     results_dir: str | Path,
     targets: Sequence[Target],
@@ -86,8 +97,13 @@ def score_results(
         done = {tuple(map(str, r)) for r in old[["variant", "target", "dataset", "quality", "protocol",
                                                  "onnx_sha256"]].itertuples(index=False)}
     torch_psnr = _torch_scores(root, dataset, quality, protocol)
+    scored_at = _variant_qualities(root)
     for row in cost.itertuples(index=False):
         variant = str(row.variant)
+        if variant in scored_at and quality not in scored_at[variant]:
+            log(f"{variant}: made for q{'/'.join(map(str, sorted(scored_at[variant])))}, not q{quality} "
+                "(models are scored at the qualities they were trained for): skipped")
+            continue
         onnx = Path(str(row.onnx_path))
         onnx = onnx if onnx.is_absolute() else root / onnx
         if not onnx.is_file():

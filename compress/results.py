@@ -93,7 +93,23 @@ COST_COLUMNS: dict[str, str] = {
     **PROVENANCE_COLUMNS,
     "graph_signature": "SHA-256 of model.onnx's structure without names or weight values (compress.deploy."
     "graph_signature): a latency measured on one variant of a graph holds for the others (fronts use it)",
+    **{  # the training budget of the variant (compress.results.train_budget), the same on each resolution row
+        "train_steps": "optimizer steps over all training stages (finetune, distill, quantize with mode qat; "
+        "0 = nothing trains: prune / ptq calibration takes no optimizer step)",
+        "train_batch": "patches per step, when every training stage uses the same (else empty: see train_budget)",
+        "train_patch": "training patch side (px), when every training stage uses the same (else empty)",
+        "train_pixels": "patch pixels the optimizer saw: sum over training stages of steps x batch x patch^2 (a "
+        "total comparable across batch and patch sizes)",
+        "train_budget": "each training stage in order as `<stage> <steps>x<batch>x<patch>` joined by ` + ` (stage: "
+        "finetune, distill or qat), e.g. `finetune 30000x16x48 + qat 4000x16x48`; `none` when nothing trains",
+        "train_cpu": "the machine train_wall_s was measured on (compress.deploy.cpu_name, as latency.csv's cpu); "
+        "empty for rows written before the column existed (their budget columns were filled from the variant's "
+        "recipe.yaml by `compress card --results DIR --backfill`)",
+    },
 }
+BUDGET_COLUMNS = ("train_steps", "train_batch", "train_patch", "train_pixels", "train_budget")
+"""The cost columns :func:`train_budget` computes from a variant's stages (``train_cpu`` is recorded by the run)."""
+_INT_COLUMNS = ("train_steps", "train_batch", "train_patch", "train_pixels")  # nullable integers (pandas Int64)
 
 LATENCY_COLUMNS: dict[str, str] = {  # written by compress.deploy (LatencyRecord), documented here with the rest
     "variant": "variant id (joins quality.csv and cost.csv)",
@@ -172,6 +188,213 @@ ARTIFACTS: dict[str, str] = {
     "model.onnx": "the deployable ONNX graph (fp32, or QDQ for quantized variants), checked in onnxruntime",
     "done.json": "run key, time and outcome: a variant whose run key matches is skipped unless --force",
     "stages/": "per-stage training logs and checkpoints (start.json: the stage key and its start model)",
+    "README.md": "the variant's card (compress.cards.render_variant_card), made only from the tables and the "
+    "files above: student, stages (one line each, every setting), plan summary (pruned widths, removed layers, "
+    "quantization, export check), training budget and wall time, quality rows, cost at 480p / 720p / 1080p, "
+    "deployed scores and latency medians when the folder has them, and the command that reproduces it; "
+    "`compress run` writes it, `compress deployed` / `compress latency --results` refresh it, and `compress card "
+    "--results results/<recipe>` rewrites the cards whose rows changed",
+}
+
+POINTS_COLUMNS: dict[str, str] = {  # written by compress.pareto.write_fronts; front.csv lacks the last three
+    "target": "hardware target (recipes/targets/<target>.yaml)",
+    "illustrative": "true for an analytic target with hypothetical budgets (edge NPU, TV chip), not a measured device",
+    "machine": "on a latency axis: whose latency and deployed rows (latency.csv `cpu`, `+`-joined when pooled); "
+    "else empty",
+    "dataset": "dataset of the quality axis",
+    "quality": "JPEG quality of the quality axis",
+    "protocol": "evaluation protocol of the quality axis",
+    "cost_axis": "what `x` is: params, tflops, tflops_true, memory_mb, peak_activation_mb, latency_ms or model_bytes",
+    "resolution": "resolution of `x` where the cost depends on it (480p30, 720p30, 1080p30), else empty",
+    "quality_axis": "what `y` is: psnr, ssim, psnrb, or their gain over the JPEG input (`*_gain`)",
+    "key": "the variant's key: its id, or `<results folder>/<id>` where two folders share an id",
+    "variant": "variant id (with --seeds mean: the replicate nearest the condition's mean, the one to ship)",
+    "results": "the results folder (recipe) of the variant",
+    "y": "quality (see quality_axis; with --seeds mean the mean over the condition's seeds)",
+    "variant_name": "readable part of the variant id",
+    "y_from": "where `y` comes from: torch, or the target runtime's deployed score (`<runtime> <precision>`)",
+    "label": "the point's label in the plots (seed conditions: name and seed count)",
+    "weight_bits": "weight bit width (cost.csv)",
+    "act_bits": "activation bit width (cost.csv)",
+    "params": "parameters (cost.csv)",
+    "model_bytes": "size of model.onnx (cost.csv)",
+    "x_n": "on a latency axis: measured variants whose median `x` is (variants of one graph share it)",
+    "x_timed": "on a latency axis: false for a variant not timed itself, which takes its graph's median",
+    "x": "cost (see cost_axis)",
+    "precision": "the precision the target runs the variant in (int8, bf16, fp32, ...)",
+    "settings": "hover text: `k=v; ...` of the cost.csv columns that differ between the variants (metrics excluded)",
+    "seeds": "scores averaged into `y` (1 with --seeds each)",
+    "y_sd": "standard deviation of the seeds' scores (empty for one)",
+    "members": "the keys of the condition's replicates, `;`-separated",
+    "reason": "why the variant is not eligible for the target (precision, budget); empty when it is",
+    "eligible": "fits the target's precisions and budgets",
+    "on_front": "non-dominated among the eligible points (quality up, cost down)",
+}
+
+BENCH_MACHINE_COLUMNS: dict[str, str] = {  # compress.bench.machine(), prefixed, and the time of the run
+    "machine_cpu": "the machine (compress.deploy.cpu_name: model name and vector extensions)",
+    "machine_cores": "logical cores (os.cpu_count)",
+    "machine_torch": "torch version",
+    "machine_python": "Python version",
+    "measured": "when it was measured (local time, ISO 8601)",
+}
+
+BENCH_LATENCY_EXTRA: dict[str, str] = {  # compress.deploy.bench_latency adds these to latency.csv's columns
+    "fps": "1000 / ms_median",
+    "gmacs": "true GMACs of one frame",
+    "achieved_gflops": "2 x MACs / median seconds / 1e9",
+    "peak_gflops_fp32": "fp32 matmul peak GFLOP/s measured with the same threads in the same run",
+    "matmul_size_fp32": "side of the square matrices of that peak measurement",
+    "frac_fp32_peak": "achieved_gflops / peak_gflops_fp32",
+    "peak_gflops_bf16": "bf16 matmul peak GFLOP/s (emulated where the CPU has no bf16)",
+    "matmul_size_bf16": "side of the bf16 peak's matrices",
+    "frac_bf16_peak": "achieved_gflops / peak_gflops_bf16",
+    "peak_load_avg": "1-minute load average when the peaks were measured",
+}
+
+PAIRED_EXTRA: dict[str, str] = {
+    "run": "when the paired comparison started (UTC): compare graphs within one run",
+    "round": "round number: every graph is timed once per round, in turn",
+    "probe_gflops": "fp32 matmul GFLOP/s of the CPU probe after the round",
+    "load_avg": "1-minute load average at the round",
+}
+
+TRAIN_SPEED_COLUMNS: dict[str, str] = {  # compress.bench.TrainSpeed, then the peaks and the machine
+    "model": "registered model name",
+    "setting": "fp32, channels_last, bf16 autocast, torch.compile, or their combinations",
+    "patch": "training patch side (px)",
+    "batch": "patches per step",
+    "threads": "torch threads",
+    "ms_per_step": "median milliseconds per training step (forward + backward + Adam)",
+    "pixels_per_s": "batch x patch^2 / seconds per step",
+    "gmacs_per_s": "3 x forward true MACs per step / seconds / 1e9",
+    "fraction_of_fp32_peak": "2 x gmacs_per_s / the fp32 matmul peak",
+    "fraction_of_bf16_peak": "2 x gmacs_per_s / the bf16 matmul peak",
+    "load_avg": "1-minute load average",
+    "note": "why a row was not measured (e.g. torch.compile unavailable)",
+    "peak_fp32_gflops": "fp32 matmul peak GFLOP/s measured in the same run",
+    "peak_bf16_gflops": "bf16 matmul peak GFLOP/s measured in the same run",
+}
+
+EVAL_TIME_COLUMNS: dict[str, str] = {
+    "model": "model evaluated",
+    "dataset": "dataset",
+    "quality": "JPEG quality",
+    "protocol": "evaluation protocol",
+    "n_images": "images",
+    "seconds": "wall time of the whole evaluation",
+    "seconds_per_image": "seconds / n_images",
+    "threads": "torch threads",
+    "load_avg": "1-minute load average",
+}
+
+LOADER_COLUMNS: dict[str, str] = {
+    "reference_patches_per_s": "training patches per second of the reference loader (decodes an image per patch)",
+    "fast_patches_per_s": "patches per second of ours (compress.data)",
+    "ratio": "fast_patches_per_s / reference_patches_per_s",
+    "fast_setup_s": "seconds ours spends once before the first patch (decoding and caching the images)",
+    "images": "training images",
+    "patch": "patch side (px)",
+    "load_avg": "1-minute load average",
+}
+
+TTQ_COLUMNS: dict[str, str] = {
+    "ablation": "ttq_ablation.csv only: the recipes/ablations/*.yaml file",
+    "run": "ttq_ablation.csv only: the run of that file (its settings)",
+    "recipe": "the training recipe (`reference-code`: the brief's reference loop re-run here)",
+    "model": "architecture trained",
+    "seconds": "wall time since the run started",
+    "minutes": "seconds / 60",
+    "step": "optimizer steps done at the snapshot",
+    "dataset": "dataset scored",
+    "quality": "JPEG quality",
+    "protocol": "evaluation protocol",
+    "n_images": "images scored",
+    "psnr": "PSNR (dB) of the snapshot",
+    "ssim": "SSIM of the snapshot",
+    "jpeg_psnr": "PSNR (dB) of the JPEG input",
+    "load_avg": "1-minute load average when the snapshot was taken",
+    "pixels_seen": "ttq_ablation.csv only: steps x batch x patch^2 at the snapshot (the equal budget)",
+    "threads": "torch threads of the run",
+    "load_avg_at_start": "1-minute load average when the run started",
+    "patch_size": "training patch side (px)",
+    "batch_size": "patches per step",
+    "steps": "steps of the whole run",
+    "lr": "peak learning rate",
+    "warmup_steps": "linear warm-up steps",
+    "min_lr_ratio": "final learning rate / lr (cosine decay)",
+    "loss": "training loss (l1, l2)",
+    "init": "initialisation",
+    "precision": "fp32 or bf16 autocast",
+}
+
+TTQ_SUMMARY_COLUMNS: dict[str, str] = {
+    "machine_cpu": "the machine",
+    "recipe": "training recipe",
+    "model": "architecture",
+    "jpeg_psnr": "PSNR (dB) of the JPEG input",
+    "best_psnr": "the run's best PSNR (dB)",
+    "run_minutes": "length of the run (minutes)",
+    "reference": "whether the reference curve was measured on that machine or is issue 9's quoted table",
+    "target_jpeg_plus_1db_psnr": "the first mark: JPEG + 1 dB",
+    "minutes_to_jpeg_plus_1db": "minutes this run took to reach it (empty: never)",
+    "reference_minutes_to_jpeg_plus_1db": "minutes the reference took",
+    "speedup_jpeg_plus_1db": "reference minutes / this run's minutes",
+    "target_reference_30min_psnr": "the second mark: the reference's PSNR after 30 minutes",
+    "minutes_to_reference_30min": "minutes this run took to reach it",
+    "reference_minutes_to_reference_30min": "minutes the reference took (30, or its curve's)",
+    "speedup_reference_30min": "reference minutes / this run's minutes",
+}
+
+SPEED_GOAL_COLUMNS: dict[str, str] = {  # written by compress.speedgoal (compress bench speedgoal)
+    "target": "hardware target",
+    "resolution": "480p30, 720p30 or 1080p30",
+    "floor_psnr": "the quality floor: the goal dataset's JPEG PSNR + goal_min_gain_db",
+    "variant": "the fastest timed variant at or above the floor (`<recipe>/<variant id>`)",
+    "psnr": "its PSNR (dB; deployed score where deployed.csv has one)",
+    "ms": "its median ms per frame (per-graph median, as on the fronts)",
+    "seeds": "with --seeds mean: seed replicates averaged into psnr",
+    "psnr_sd": "their standard deviation",
+    "met": "ms within goal_budget_ms",
+    "fastest_variant": "the fastest timed variant of all",
+    "fastest_psnr": "its PSNR",
+    "fastest_ms": "its ms",
+    "best_variant": "the best-scoring timed variant",
+    "best_psnr": "its PSNR",
+    "best_ms": "its ms",
+    "best_seeds": "seeds averaged into best_psnr",
+    "short_db": "how far the best timed variant is below the floor when none reaches it (dB)",
+    "fastest_gmac_per_s": "true GMAC/s the runtime sustains on the fastest variant",
+    "gmac_in_budget": "GMACs per frame that fit the budget at that rate",
+    "n_timed": "variants timed themselves",
+    "n_with_latency": "plus untimed variants of a timed graph",
+    "n_deployed": "variants scored in the target's runtime (deployed.csv)",
+    "machine": "whose latency and deployed rows",
+    "seed_mode": "mean (replicates are one candidate) or each",
+    "goal_dataset": "the goal's dataset",
+    "goal_quality": "the goal's JPEG quality",
+    "goal_protocol": "the goal's protocol",
+    "goal_min_gain_db": "the goal's minimum gain over JPEG (dB)",
+    "goal_budget_ms": "the goal's frame budget (ms; 33.3 = 30 fps)",
+}
+
+SUMMARY_FILES: dict[str, str] = {  # results/*.md and *.csv, written by compress summary (module compress.summary)
+    "study-arcnn-q10.md` / `study-arcnn-q10.csv": "the ARCNN prune / distillation study, LIVE1 and Kodak24 q10: "
+    "`compress summary results/study-arcnn-*/ results/prune-arcnn results/prune-distill-arcnn --control "
+    "study-arcnn-unpruned --out results/study-arcnn-q10.md --csv results/study-arcnn-q10.csv`",
+    "fast-arcnn-q10-40.md` / `fast-arcnn-q10-40.csv": "the quality-blind Fast ARCNN at q10-q40: `compress summary "
+    "results/baseline-fast-arcnn-q10-40 results/baseline-fast-arcnn-q20 results/baseline-fast-arcnn "
+    "results/finetune-fast-arcnn-q10-40 results/prune-fast-arcnn-q10-40 results/qat-fast-arcnn-q10-40 --control "
+    "finetune-fast-arcnn-q10-40/base --out results/fast-arcnn-q10-40.md --csv results/fast-arcnn-q10-40.csv`",
+    "study-fast-arcnn-s4-q10.md": "stride-4 Fast ARCNN, pruned + INT8 against the unpruned INT8 control, torch "
+    "scores: `compress summary results/chain-fast-arcnn-s4-q10 results/finetune-fast-arcnn-s4-q10 --control "
+    "finetune-fast-arcnn-s4-q10 --out results/study-fast-arcnn-s4-q10.md`",
+    "study-fast-arcnn-s4-q10-cpu-ov-int8.md": "the same as deployed (OpenVINO INT8 scores of deployed.csv): "
+    "`... --target cpu-ov-int8 --out results/study-fast-arcnn-s4-q10-cpu-ov-int8.md`",
+    "study-depth-fast-arcnn-s4-q10-cpu-ov-int8.md": "depth (layer) pruning against width pruning, as deployed: "
+    "`compress summary results/chain-fast-arcnn-s4-q10 results/depth-fast-arcnn-s4-q10 --control "
+    "chain-fast-arcnn-s4-q10/ratio0.5-ignored_layers_base.0_base.12 --target cpu-ov-int8 --out "
+    "results/study-depth-fast-arcnn-s4-q10-cpu-ov-int8.md`",
 }
 
 
@@ -265,7 +488,15 @@ def _merge(old: Any, rows: Sequence[dict[str, Any]], key: Sequence[str], columns
         for k in key:  # a CSV read back may type a key column differently from fresh rows
             df[k] = df[k].astype(new[k].dtype) if len(new) else df[k]
     df = df.drop_duplicates(subset=list(key), keep="last")
-    return df.sort_values(list(key), kind="stable", key=_sort_key).reset_index(drop=True)
+    return _int_columns(df.sort_values(list(key), kind="stable", key=_sort_key).reset_index(drop=True))
+
+
+def _int_columns(df: Any) -> Any:
+    """Integer columns that may be empty stay integers (``Int64``): never ``16.0`` in the CSV."""
+    for col in _INT_COLUMNS:
+        if col in df.columns:
+            df[col] = df[col].astype("Int64")
+    return df
 
 
 def _sort_key(col: Any) -> Any:
@@ -384,6 +615,105 @@ def fill_cost_signatures(folder: str | Path, signature: Callable[[Path], str], *
     return len(filled)
 
 
+def train_budget(stages: Sequence[Any]) -> dict[str, Any]:
+    """The :data:`BUDGET_COLUMNS` of a variant from its recipe's stages (typed ``compress.recipe.schema`` stages).
+
+    A stage trains when it takes optimizer steps: ``finetune``, ``distill``, and ``quantize`` with ``mode: qat``
+    (``ptq`` and the prune stages only calibrate). ``train_batch`` / ``train_patch`` are empty when the
+    training stages differ; ``train_budget`` then tells them apart.
+    """
+    from compress.recipe.schema import DistillStage, FinetuneStage, QuantizeStage, QuantMode
+
+    parts: list[tuple[str, int, int, int]] = []
+    for st in stages:
+        if isinstance(st, FinetuneStage | DistillStage):
+            tag = str(st.type)
+        elif isinstance(st, QuantizeStage) and st.mode is QuantMode.qat:
+            tag = "qat"
+        else:
+            continue
+        parts.append((tag, st.steps, st.batch_size, st.patch_size))
+    batches = {b for _, _, b, _ in parts}
+    patches = {p for _, _, _, p in parts}
+    return {
+        "train_steps": sum(n for _, n, _, _ in parts),
+        "train_batch": batches.pop() if len(batches) == 1 else None,
+        "train_patch": patches.pop() if len(patches) == 1 else None,
+        "train_pixels": sum(n * b * p * p for _, n, b, p in parts),
+        "train_budget": " + ".join(f"{t} {n}x{b}x{p}" for t, n, b, p in parts) or "none",
+    }
+
+
+def variant_budget(variant_folder: str | Path) -> dict[str, Any] | None:
+    """:func:`train_budget` of a finished variant, from its ``recipe.yaml``; None without one.
+
+    The steps the variant's ``plan.json`` records for its training stages (when it has one) must be the
+    recipe's: the table states the budget that was trained.
+
+    Raises:
+        CompressError: the recipe does not validate, or its steps differ from the plan's.
+    """
+    import yaml
+
+    from compress.errors import CompressError
+    from compress.recipe.schema import Recipe
+
+    d = Path(variant_folder)
+    if not (d / "recipe.yaml").is_file():
+        return None
+    try:
+        recipe = Recipe.model_validate(yaml.safe_load((d / "recipe.yaml").read_text()))
+    except ValueError as exc:
+        raise CompressError(f"{d / 'recipe.yaml'}: not a valid resolved recipe: {exc}") from None
+    budget = train_budget(recipe.stages)
+    plan_path = d / "plan.json"
+    if plan_path.is_file():
+        plan = json.loads(plan_path.read_text())
+        trained = [int(s["plan"]["steps"]) for s in plan.get("stages", [])
+                   if isinstance(s.get("plan"), dict) and int(s["plan"].get("steps", 0) or 0) > 0]
+        if sum(trained) != budget["train_steps"]:
+            raise CompressError(f"{d}: plan.json records {sum(trained)} training steps, recipe.yaml states "
+                                f"{budget['train_steps']} ({budget['train_budget']})")
+    return budget
+
+
+def fill_cost_budget(folder: str | Path, *, recompute: bool = False) -> int:
+    """Add the :data:`BUDGET_COLUMNS` to ``folder``'s cost rows written before they existed (no re-run).
+
+    Each variant's budget comes from :func:`variant_budget` (its ``recipe.yaml``, checked against its
+    ``plan.json``); a variant without a folder stays empty, and so does ``train_cpu`` (the machine was not
+    recorded). Under the tables' lock, from the table as it is now; ``variants.csv`` is refreshed. Returns
+    the number of variants filled. ``recompute``: every variant, not only those without a budget.
+    """
+    import pandas as pd
+
+    folder = Path(folder)
+    with _lock(folder):
+        cost = _read(folder / COST_FILE)
+        if cost is None or cost.empty:
+            return 0
+        added = [c for c in (*BUDGET_COLUMNS, "train_cpu") if c not in cost.columns]
+        for col in added:
+            cost[col] = pd.NA
+        cost = _int_columns(cost)
+        for col in ("train_budget", "train_cpu"):
+            cost[col] = cost[col].astype(object)
+        todo = cost["train_budget"].notna() | True if recompute else cost["train_budget"].isna()
+        filled: set[str] = set()
+        for variant in sorted(set(cost.loc[todo, "variant"].astype(str))):
+            budget = variant_budget(folder / variant)
+            if budget is None:
+                continue
+            rows = todo & (cost["variant"].astype(str) == variant)
+            for col, value in budget.items():
+                cost.loc[rows, col] = pd.NA if value is None else value
+            filled.add(variant)
+        if filled or added:
+            _write(cost, folder / COST_FILE)
+            _refresh_variants(folder)
+    return len(filled)
+
+
 def read_table(path: str | Path) -> Any:
     """A results table as a DataFrame (parquet twin preferred), or None when absent."""
     return _read(Path(path))
@@ -444,6 +774,9 @@ def _column_table(columns: dict[str, str]) -> list[str]:
 
 def results_readme() -> str:
     """The text of ``results/README.md``: every file and every column of the results tables."""
+    from compress.deploy import PAIRED_COLUMNS
+    from compress.summary import SUMMARY_COLUMNS
+
     lines = [
         "# results/",
         "",
@@ -479,7 +812,7 @@ def results_readme() -> str:
         f"## {VARIANTS_FILE}",
         "",
         f"The columns of `{QUALITY_FILE}`, then the cost columns of `{COST_FILE}` at {JOIN_RESOLUTION} "
-        "(without repeating the provenance).",
+        "(without repeating the provenance), the training budget (`train_*`) included.",
         "",
         "## latency.csv",
         "",
@@ -492,7 +825,8 @@ def results_readme() -> str:
         "",
         f"## {DEPLOYED_FILE}",
         "",
-        "Written by `compress deployed` (module `compress.deployed`): each variant's `model.onnx` scored in the "
+        f"`{DEPLOYED_FILE}` (+ `deployed.parquet`), written by `compress deployed` (module `compress.deployed`): "
+        "each variant's `model.onnx` scored in the "
         "runtime of every measured target that runs it, one row per variant x target x dataset x quality x "
         f"protocol; key `{', '.join(DEPLOYED_KEY)}`. Fronts and the speed goal take a target's quality from here "
         "when it has a row (else from the torch score of quality.csv).",
@@ -528,6 +862,28 @@ def results_readme() -> str:
         "points drawn apart as 'published, not re-measured'; when a few points lie far below the rest, the y axis "
         "keeps the top 2 dB and marks those at its lower edge with their value).",
         "- `fronts.html`: one self-contained interactive page (plotly.js inline); a selector switches targets.",
+        "",
+        "### points.csv / front.csv columns",
+        "",
+        "`front.csv` has the columns of `points.csv` but `reason`, `eligible` and `on_front`.",
+        "",
+        *_column_table(POINTS_COLUMNS),
+        "",
+        "## Study summaries: `results/*.md`, `results/*.csv`",
+        "",
+        "Written by `compress summary RESULTS... --control C [--target T] --out MD [--csv CSV]` (module "
+        "`compress.summary`) from the tables only: the variants of each recipe grouped into conditions (seed "
+        "replicates averaged), one markdown section per dataset x quality x protocol; `--csv` writes the table.",
+        "",
+        "| file | content and command |",
+        "|---|---|",
+        *[f"| `{k}` | {v} |" for k, v in SUMMARY_FILES.items()],
+        "",
+        "Columns of the CSV (files written before a column existed lack it: `control_seeds`, `below_noise` and "
+        "`machine` are newer than `study-arcnn-q10.csv` and `fast-arcnn-q10-40.csv`); the markdown shows the same "
+        "numbers (`†` marks `below_noise`):",
+        "",
+        *_column_table(SUMMARY_COLUMNS),
         "",
         "## bench/",
         "",
@@ -578,6 +934,49 @@ def results_readme() -> str:
         "| `ttq_ablation.csv` | equal-budget ablations of the training recipe's choices, one row per run of a "
         "`recipes/ablations/*.yaml` file (`ablation`, `run`): the settings, `pixels_seen`, LIVE1 `psnr` / `ssim` / "
         "`jpeg_psnr` of the final weights, load average and machine |",
+        "",
+        "Columns `machine_cpu`, `machine_cores`, `machine_torch`, `machine_python` and `measured` "
+        "(compress.bench.machine) close the rows of `loader.csv`, `train_speed.csv`, `eval_time.csv`, `ttq.csv` and "
+        "`ttq_ablation.csv`:",
+        "",
+        *_column_table(BENCH_MACHINE_COLUMNS),
+        "",
+        "### loader.csv",
+        "",
+        *_column_table(LOADER_COLUMNS),
+        "",
+        "### train_speed.csv",
+        "",
+        *_column_table(TRAIN_SPEED_COLUMNS),
+        "",
+        "### eval_time.csv",
+        "",
+        *_column_table(EVAL_TIME_COLUMNS),
+        "",
+        "### latency.csv (bench/ and bench/avx512-amx/)",
+        "",
+        "The columns of `latency.csv` above (`compress bench latency`: `variant` is the model name; rows from "
+        "before `graph_signature` lack it), then:",
+        "",
+        *_column_table(BENCH_LATENCY_EXTRA),
+        "",
+        "### paired_latency.csv",
+        "",
+        *_column_table({c: PAIRED_EXTRA.get(c) or LATENCY_COLUMNS[c] for c in PAIRED_COLUMNS}),
+        "",
+        "### speed_goal.csv (bench/, bench/*/)",
+        "",
+        "Files from before seed averaging lack `seeds`, `psnr_sd`, `best_seeds` and `seed_mode`.",
+        "",
+        *_column_table(SPEED_GOAL_COLUMNS),
+        "",
+        "### ttq.csv / ttq_ablation.csv",
+        "",
+        *_column_table(TTQ_COLUMNS),
+        "",
+        "### ttq_summary.csv",
+        "",
+        *_column_table(TTQ_SUMMARY_COLUMNS),
         "",
     ]
     return "\n".join(lines)

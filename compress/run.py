@@ -248,9 +248,10 @@ def check_data(variants: Sequence[Variant], data_root: str | None) -> None:
 # running one variant
 
 
-def _quality_rows(
+def quality_rows(
     model: nn.Module, recipe: Recipe, variant: Variant, opts: RunOptions, note: Callable[[str], None]
 ) -> list[dict[str, Any]]:
+    """The quality rows (no provenance yet) of ``model`` on every eval set x quality of ``recipe``'s data."""
     from compress.evaluate import evaluate_model
     from compress.stages.base import open_dataset_or_fallback
 
@@ -267,6 +268,22 @@ def _quality_rows(
             row["comparable"] = res.comparable
             rows.append(row)
     return rows
+
+
+def provenance(variant: Variant, run_key: str, student_checkpoint: str, notes: Sequence[str]) -> dict[str, Any]:
+    """The provenance columns of a variant's table rows (:data:`compress.results.PROVENANCE_COLUMNS` and its ids).
+
+    ``git_sha``, the package versions and ``created`` describe the code and the time that make the row
+    (for :mod:`compress.rescore` too, which scores a finished variant again); the rest names the variant.
+    """
+    from compress import results
+
+    return {
+        "recipe": variant.recipe.name, "variant": variant.id, "variant_name": variant.name,
+        "recipe_hash": variant.recipe_hash, "run_key": run_key, "student_checkpoint": student_checkpoint,
+        "git_sha": results.git_sha(), **results.package_versions(), "seed": variant.recipe.seed,
+        "created": results.now_iso(), "notes": "; ".join(notes),
+    }
 
 
 def _cost_rows(model: nn.Module, recipe: Recipe, variant: Variant) -> list[dict[str, Any]]:
@@ -354,18 +371,14 @@ def run_variant(variant: Variant, opts: RunOptions, out: Callable[[str], None] =
     results.write_weights(folder / "weights.safetensors", model.state_dict(), meta)
     results.write_json(folder / "quant.json", ctx.quant or {"backend": None})
     out("  evaluate")
-    q_rows = _quality_rows(model, r, variant, opts, ctx.note)
+    q_rows = quality_rows(model, r, variant, opts, ctx.note)
     out("  profile")
     c_rows = _cost_rows(ctx.float_model if ctx.float_model is not None else model, r, variant)
     from compress import deploy
 
     quant = ctx.quant or {}
     onnx_bytes = (folder / ONNX_NAME).stat().st_size
-    prov = {
-        "recipe": r.name, "variant": variant.id, "variant_name": variant.name, "recipe_hash": variant.recipe_hash,
-        "run_key": key, "student_checkpoint": inputs["student"], "git_sha": results.git_sha(),
-        **results.package_versions(), "seed": r.seed, "created": results.now_iso(), "notes": "; ".join(ctx.notes),
-    }
+    prov = provenance(variant, key, inputs["student"], ctx.notes)
     extra = {
         "weight_bits": int(quant.get("weight_bits", 32)), "act_bits": int(quant.get("act_bits", 32)),
         "quant_backend": quant.get("backend", "none"), "model_bytes": onnx_bytes,
@@ -373,6 +386,7 @@ def run_variant(variant: Variant, opts: RunOptions, out: Callable[[str], None] =
         "onnx_path": f"{variant.id}/{ONNX_NAME}",
         "train_wall_s": round(ctx.train_wall_s, 2),
         "graph_signature": deploy.graph_signature(folder / ONNX_NAME),
+        **results.train_budget(r.stages), "train_cpu": deploy.cpu_name(),
     }
     results.write_tables(
         opts.results_dir / r.name, [{**row, **prov} for row in q_rows], [{**row, **extra, **prov} for row in c_rows]
@@ -381,6 +395,9 @@ def run_variant(variant: Variant, opts: RunOptions, out: Callable[[str], None] =
     results.write_done(folder, {"run_key": key, "variant": variant.id, "finished": prov["created"],
                                 "seconds": round(seconds, 1), "inputs": inputs, "notes": ctx.notes})
     (folder / ATTEMPT_FILE).unlink(missing_ok=True)
+    from compress.cards import write_variant_cards
+
+    write_variant_cards(opts.results_dir / r.name, only=[variant.id])  # README.md, from the tables just written
     return VariantOutcome(r.name, variant.id, "ran", folder, seconds)
 
 

@@ -552,6 +552,12 @@ def test_deployed_scores_each_variant_in_each_runtime(arcnn_onnx: tuple[nn.Modul
     pts, _ = target_points(tables, get_target("cpu-ov-fp32"), Selection("embedded", 10, "idcn-rgb"), x="params")
     row = pts.set_index("key").loc["v"]
     assert row["y"] == pytest.approx(torch_psnr - 0.5, abs=1e-3) and row["y_from"] == "openvino fp32"
+    # v is a q10 model (quality.csv): asked for q20, it is skipped, not scored at a quality it was not made for
+    out.unlink()
+    capsys.readouterr()
+    with pytest.raises(CompressError, match="no variant could be scored"):
+        score_results(root, targets, dataset="embedded", quality=20, limit=1, threads=1, progress=False, only=["v"])
+    assert "made for q10, not q20" in capsys.readouterr().out
     with pytest.raises(CompressError, match="no variant named nope"):
         score_results(root, targets, only=["nope"])
     with pytest.raises(CompressError, match="no measured target"):

@@ -201,3 +201,95 @@ def test_only_prefers_an_exact_name_to_id_prefixes() -> None:
     assert [v.name for v in select_variants([rf], ["w8"])] == ["w8"]  # not also w8-keep_float_last
     assert [v.name for v in select_variants([rf], ["w8-keep_float_l"])] == ["w8-keep_float_last"]  # an id prefix
     assert len(select_variants([rf], [rf.variants[0].id[:4]])) == 1
+
+
+def test_run_records_the_training_budget_and_writes_cards(tiny_run: tuple[Path, Path, list[str]]) -> None:
+    from compress.cards import VARIANT_CARD, write_variant_cards
+    from compress.deploy import cpu_name
+
+    _, results, _ = tiny_run
+    folder = results / "tiny"
+    cost = read_table(folder / "cost.csv")
+    assert set(cost["train_budget"]) == {"distill 1x2x32 + qat 1x2x32"}  # prune calibrates: no optimizer step
+    assert set(cost["train_steps"]) == {2} and set(cost["train_batch"]) == {2} and set(cost["train_patch"]) == {32}
+    assert set(cost["train_pixels"]) == {2 * (1 * 2 * 32 * 32)} and set(cost["train_cpu"]) == {cpu_name()}
+    assert "train_budget" in read_table(folder / "variants.csv").columns
+    for v in sorted(set(cost["variant"])):
+        card = (folder / v / VARIANT_CARD).read_text()
+        assert f"compress run {folder.name}.yaml --only {v}" not in card  # the source recipe's path, not a guess
+        assert f"--only {v}`" in card and "distill 1x2x32 + qat 1x2x32" in card
+        assert "| embedded | 10 | idcn-rgb | 1 |" in card and "| 1080p30 |" in card
+        assert "`prune` (stage 1): pruned widths" in card and "brevitas qat W4 A8" in card
+    assert write_variant_cards(folder) == []  # idempotent: nothing changed, nothing written
+
+
+def test_budget_backfill_restores_the_columns(tiny_run: tuple[Path, Path, list[str]], tmp_path: Path) -> None:
+    import shutil
+
+    from compress.results import BUDGET_COLUMNS, fill_cost_budget
+
+    _, results, _ = tiny_run
+    folder = tmp_path / "tiny"
+    shutil.copytree(results / "tiny", folder)
+    new = read_table(folder / "cost.csv")
+    old = new.drop(columns=[*BUDGET_COLUMNS, "train_cpu"])  # a table from before the columns existed
+    old.to_csv(folder / "cost.csv", index=False)
+    old.to_parquet(folder / "cost.parquet", index=False)
+    for v in set(old["variant"]):
+        (folder / v / "README.md").unlink()
+    assert main(["card", "--results", str(folder), "--backfill"]) == 0
+    filled = read_table(folder / "cost.csv")
+    assert list(filled.columns) == list(COST_COLUMNS)
+    pd.testing.assert_frame_equal(filled[list(BUDGET_COLUMNS)], new[list(BUDGET_COLUMNS)])
+    assert filled["train_cpu"].isna().all()  # the machine was not recorded: left empty, never guessed
+    assert pd.read_csv(folder / "cost.csv")["train_batch"].tolist() == [2] * 6  # integers, not 2.0
+    assert all((folder / v / "README.md").is_file() for v in set(old["variant"]))
+    assert fill_cost_budget(folder) == 0  # nothing left to fill
+
+
+def test_train_budget_counts_only_optimizer_steps() -> None:
+    from compress.recipe.schema import FinetuneStage, PruneStage, QuantizeStage
+    from compress.results import train_budget
+
+    ft = FinetuneStage.model_validate({"type": "finetune", "steps": 300, "batch_size": 16, "patch_size": 32})
+    qat = QuantizeStage.model_validate({"type": "quantize", "steps": 40, "batch_size": 16, "patch_size": 48})
+    ptq = QuantizeStage.model_validate({"type": "quantize", "mode": "ptq", "steps": 999})
+    prune = PruneStage.model_validate({"type": "prune", "ratio": 0.5})
+    got = train_budget([prune, ft, qat, ptq])
+    assert got == {"train_steps": 340, "train_batch": 16, "train_patch": None,
+                   "train_pixels": 300 * 16 * 32 * 32 + 40 * 16 * 48 * 48,
+                   "train_budget": "finetune 300x16x32 + qat 40x16x48"}
+    assert train_budget([ptq]) == {"train_steps": 0, "train_batch": None, "train_patch": None, "train_pixels": 0,
+                                   "train_budget": "none"}
+
+
+def _committed(pattern: str) -> list[str]:
+    """Tracked files matching a git pathspec (``*`` crosses folders)."""
+    import subprocess
+
+    out = subprocess.run(["git", "ls-files", "--", pattern], cwd=REPO, capture_output=True, text=True)
+    if out.returncode != 0:
+        pytest.skip("not a git checkout")
+    return out.stdout.split()
+
+
+def test_every_committed_column_is_documented() -> None:
+    import csv
+
+    doc = (REPO / "results" / "README.md").read_text()
+    missing = set()
+    for path in _committed("results/*.csv"):
+        with (REPO / path).open(newline="") as fh:
+            header = next(csv.reader(fh), [])
+        missing |= {f"{Path(path).name}: {c}" for c in header if f"`{c}`" not in doc}
+    assert not missing, f"columns not in results/README.md (compress.results.results_readme): {sorted(missing)}"
+
+
+def test_committed_variant_cards_are_up_to_date() -> None:
+    from compress.cards import VARIANT_CARD, render_variant_card
+
+    folders = sorted({Path(p).parent for p in _committed("results/*/cost.csv")})
+    stale = [f"{folder}/{Path(card).parent.name}" for folder in folders
+             for card in _committed(f"{folder}/*/{VARIANT_CARD}")
+             if (REPO / card).read_text() != render_variant_card(REPO / folder, Path(card).parent.name)]
+    assert not stale, f"regenerate: compress card --results {' '.join(sorted({str(Path(s).parent) for s in stale}))}"

@@ -30,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
+    from compress.cards import write_variant_cards
     from compress.deployed import score_results
     from compress.targets import get_targets
 
@@ -39,4 +40,5 @@ def run(args: argparse.Namespace) -> int:
                             threads=args.threads, only=args.only, skip_done=args.skip_done,
                             data_root=args.data_root, limit=args.limit, progress=not args.no_progress)
         print(f"wrote {out}")
+        write_variant_cards(folder)  # the cards show the deployed scores
     return 0

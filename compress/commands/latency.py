@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     if args.results:
         if args.onnx or args.bench:
             raise CompressError("--results measures the folders' own ONNX files: give no ONNX file and no --bench")
+        from compress.cards import write_variant_cards
         from compress.deploy import count_timed_graphs, fill_graph_signatures, graph_signature, measure_results
         from compress.results import fill_cost_signatures
 
@@ -102,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
                                   peak_memory=not args.no_memory, skip_done=args.skip_done,
                                   per_graph=args.per_graph, graph_counts=counts)
             print(f"wrote {out}")
+            write_variant_cards(folder)  # the cards show the latency medians
         return 0
     if not args.onnx:
         raise CompressError("give ONNX files, or --results DIR")
@@ -131,9 +133,14 @@ def run(args: argparse.Namespace) -> int:
                 write_latency(recs, out)
                 frames.append(records_frame(recs))
         table = pd.concat(frames, ignore_index=True)
+    if {"peak_rss_mb", "analytic_peak_mb"} <= set(table.columns):
+        # the measured memory against the fp32 live-tensor bound: >1 is runtime workspace (im2col / packed
+        # weights, arena slack), INT8 buffers and fp32 staging at the graph's boundary (see README, memory)
+        table["rss_over_analytic"] = table["peak_rss_mb"].astype(float) / table["analytic_peak_mb"].astype(float)
     cols = [c for c in ("variant", "target", "resolution", "precision_effective", "ms_median", "ms_p90", "load_avg",
                         "probe_gflops", "attempts",
-                        "peak_rss_mb", "analytic_peak_mb", "fps", "frac_fp32_peak") if c in table.columns]
+                        "peak_rss_mb", "analytic_peak_mb", "rss_over_analytic", "fps", "frac_fp32_peak")
+            if c in table.columns]
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"wrote {out}")
