@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib import resources
@@ -1074,11 +1074,14 @@ def export_fronts(
     results_dir: str | Path | Sequence[str | Path], targets: Iterable[Target | str] | None, out_dir: str | Path, *,
     y: QualityAxis | str = QualityAxis.psnr, resolution: str = Resolution.p720.value,
     quality_from: QualityFrom | str = QualityFrom.deployed, latency_per: LatencyPer | str = LatencyPer.architecture,
-    machine: str | Sequence[str] | None = None, seeds: Seeds | str = Seeds.mean,
+    machine: str | Sequence[str] | None = None, seeds: Seeds | str = Seeds.mean, min_variants: int = 1,
+    log: Callable[[str], None] | None = None,
 ) -> list[Path]:
     """Fronts for every target (default: all shipped) and every dataset x quality x protocol of the results.
 
     ``machine``: whose latency and deployed rows (see :func:`load_tables`; default the latest).
+    ``min_variants``: skip a selection scored for fewer variants than this (a set only a few variants were
+    rescored on, or a single baseline, makes a front that compares nothing); ``log`` names each skipped one.
 
     Writes ``<out_dir>/<dataset>-q<quality>-<protocol>/`` per selection (see :func:`write_fronts`), with
     the per-target ``auto`` x axis (measured latency where measured, else true TFLOPS).
@@ -1091,6 +1094,12 @@ def export_fronts(
     ts = get_targets(None) if targets is None else [t if isinstance(t, Target) else get_target(t) for t in targets]
     written: list[Path] = []
     for sel in tables.selections():
+        q = tables.quality
+        n = q[(q["dataset"] == sel.dataset) & (q["quality"] == sel.quality) & (q["protocol"] == sel.protocol)]
+        if n["key"].nunique() < min_variants:
+            if log is not None:
+                log(f"skipped {sel.slug()}: {n['key'].nunique()} variant(s) scored, fewer than {min_variants}")
+            continue
         written += write_fronts(tables, ts, sel, Path(out_dir) / sel.slug(), y=y, resolution=resolution,
                                 quality_from=quality_from, latency_per=latency_per, seeds=seeds)
     return written

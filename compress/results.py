@@ -385,7 +385,7 @@ SUMMARY_FILES: dict[str, str] = {  # results/*.md and *.csv, written by compress
     "fast-arcnn-q10-40.md` / `fast-arcnn-q10-40.csv": "the quality-blind Fast ARCNN at q10-q40: `compress summary "
     "results/baseline-fast-arcnn-q10-40 results/baseline-fast-arcnn-q20 results/baseline-fast-arcnn "
     "results/finetune-fast-arcnn-q10-40 results/prune-fast-arcnn-q10-40 results/qat-fast-arcnn-q10-40 --control "
-    "finetune-fast-arcnn-q10-40/base --out results/fast-arcnn-q10-40.md --csv results/fast-arcnn-q10-40.csv`",
+    "finetune-fast-arcnn-q10-40 --out results/fast-arcnn-q10-40.md --csv results/fast-arcnn-q10-40.csv`",
     "study-fast-arcnn-s4-q10.md": "stride-4 Fast ARCNN, pruned + INT8 against the unpruned INT8 control, torch "
     "scores: `compress summary results/chain-fast-arcnn-s4-q10 results/finetune-fast-arcnn-s4-q10 --control "
     "finetune-fast-arcnn-s4-q10 --out results/study-fast-arcnn-s4-q10.md`",

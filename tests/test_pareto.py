@@ -465,6 +465,12 @@ def test_export_fronts_every_selection(results: Path, tmp_path: Path) -> None:
     files = export_fronts(results, ["edge-npu"], tmp_path / "fronts")
     assert {f.parent.name for f in files} == {"live1-q10-idcn-rgb", "live1-q20-idcn-rgb"}
     assert (tmp_path / "fronts" / "live1-q20-idcn-rgb" / "fronts.html").is_file()
+    q = load_tables([results]).quality
+    most = int(q.groupby(["quality"])["key"].nunique().max())
+    said: list[str] = []
+    assert export_fronts(results, ["edge-npu"], tmp_path / "few", min_variants=most + 1, log=said.append) == []
+    assert sorted(said) == [f"skipped live1-q{k}-idcn-rgb: {q[q['quality'] == k]['key'].nunique()} variant(s) "
+                            f"scored, fewer than {most + 1}" for k in (10, 20)]
 
 
 def test_cli(results: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -44,6 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--quality", type=int, help="JPEG quality of the quality rows")
     p.add_argument("--protocol", help="evaluation protocol of the quality rows")
     p.add_argument("--all", action="store_true", help="every dataset x quality x protocol, one sub-folder each")
+    p.add_argument("--min-variants", type=int, default=1, metavar="N",
+                   help="--all: skip a dataset x quality x protocol scored for fewer than N variants (default "
+                   "%(default)s; e.g. a set only a few variants were rescored on)")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=run)
 
@@ -58,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     if args.all:
         files = export_fronts(args.results, targets, args.out, y=args.y, resolution=args.resolution,
                               quality_from=args.quality_from, latency_per=args.latency_per, machine=args.machine,
-                              seeds=args.seeds)
+                              seeds=args.seeds, min_variants=args.min_variants, log=print)
     else:
         tables = load_tables(args.results, args.machine)
         sel = resolve_selection(tables, args.dataset, args.quality, args.protocol)
