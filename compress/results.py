@@ -212,7 +212,8 @@ POINTS_COLUMNS: dict[str, str] = {  # written by compress.pareto.write_fronts; f
     "results": "the results folder (recipe) of the variant",
     "y": "quality (see quality_axis; with --seeds mean the mean over the condition's seeds)",
     "variant_name": "readable part of the variant id",
-    "y_from": "where `y` comes from: torch, or the target runtime's deployed score (`<runtime> <precision>`)",
+    "y_from": "where `y` comes from: torch, the target runtime's deployed score (`<runtime> <precision>`), or "
+              "`torch fp32 (runs at <p>; no <p> score)` for a float model down-cast by the target",
     "label": "the point's label in the plots (seed conditions: name and seed count)",
     "weight_bits": "weight bit width (cost.csv)",
     "act_bits": "activation bit width (cost.csv)",
@@ -221,7 +222,13 @@ POINTS_COLUMNS: dict[str, str] = {  # written by compress.pareto.write_fronts; f
     "x_n": "on a latency axis: measured variants whose median `x` is (variants of one graph share it)",
     "x_timed": "on a latency axis: false for a variant not timed itself, which takes its graph's median",
     "x": "cost (see cost_axis)",
-    "precision": "the precision the target runs the variant in (int8, bf16, fp32, ...)",
+    "precision": "the precision the target runs the variant in (int8, bf16, fp16, fp32; float models may be "
+                 "down-cast to the target's fp16 / bf16)",
+    "weights_mb_at_precision": "MiB of weights charged against the target's weights budget: params x bytes of "
+                               "`precision` (compress.targets.weights_mb_at)",
+    "activations_mb_at_precision": "MiB of live activations charged against the target's activations budget: the "
+                                   "fp32 analytic peak at the budget's resolution x bytes of `precision` / 4 (empty "
+                                   "without such a budget)",
     "settings": "hover text: `k=v; ...` of the cost.csv columns that differ between the variants (metrics excluded)",
     "seeds": "scores averaged into `y` (1 with --seeds each)",
     "y_sd": "standard deviation of the seeds' scores (empty for one)",
@@ -364,6 +371,9 @@ SPEED_GOAL_COLUMNS: dict[str, str] = {  # written by compress.speedgoal (compres
     "best_ms": "its ms",
     "best_seeds": "seeds averaged into best_psnr",
     "short_db": "how far the best timed variant is below the floor when none reaches it (dB)",
+    "distance_of": "which variant ms_over_budget / x_budget describe: `qualifying`, or `best` where none qualifies",
+    "ms_over_budget": "that variant's ms - goal_budget_ms (negative: inside the budget)",
+    "x_budget": "that variant's ms / goal_budget_ms",
     "fastest_gmac_per_s": "true GMAC/s the runtime sustains on the fastest variant",
     "gmac_in_budget": "GMACs per frame that fit the budget at that rate",
     "n_timed": "variants timed themselves",
