@@ -778,6 +778,24 @@ def _label_offsets(points: pd.DataFrame, *, near_x: float = 0.06, near_y: float 
     return out
 
 
+def _short_number(v: float, _pos: object = None) -> str:
+    """A tick label: 0.2, 5, 30, 200k, 1.5M (no scientific notation, which crowds a log axis)."""
+    if v >= 1e6:
+        return f"{v / 1e6:g}M"
+    if v >= 1e4:
+        return f"{v / 1e3:g}k"
+    return f"{v:g}"
+
+
+def _plain_log_ticks(ax: Any) -> None:
+    """Label a log x axis at 1, 2 and 5 times each power of ten, in plain numbers."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    ax.xaxis.set_major_formatter(FuncFormatter(_short_number))
+    ax.xaxis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0)))
+    ax.xaxis.set_minor_formatter(FuncFormatter(_short_number))
+
+
 def _budget_x(target: Target, axis: Axis) -> float | None:
     b = target.budgets
     if b.compute and axis.cost.value == ("tflops_true" if b.compute.convention is Convention.true else "tflops") \
@@ -878,6 +896,7 @@ def plot_front(points: pd.DataFrame, refs: pd.DataFrame, *, target: Target, axis
         ax.axvline(bx, color="tab:orange", ls="--", lw=1, label=f"budget {bx:g}")
     if len(shown) or len(refs) or len(below):
         ax.set_xscale("log")
+        _plain_log_ticks(ax)
     shared = "x_n" in points.columns and bool((points["x_n"] > 1).any())
     inherited = "x_timed" in shown.columns and bool((shown["x_timed"] == False).fillna(False).any())  # noqa: E712
     note = ""

@@ -711,3 +711,10 @@ def test_seed_source_and_label() -> None:
     assert seeds_label("ratio0.5", 2, 3) == "ratio0.5 (mean of 2 of 3 seeds)"
     assert seeds_label("ratio0.5", 1, 2) == "ratio0.5 (1 of 2 seeds)"
     assert seeds_label("ratio0.5", 0, 2) == "ratio0.5 (0 of 2 seeds)"
+
+
+def test_log_axis_ticks_are_plain_numbers() -> None:
+    from compress.pareto import _short_number
+
+    assert [_short_number(v) for v in (0.2, 0.5, 1.0, 30.0, 200_000.0, 1_500_000.0)] == [
+        "0.2", "0.5", "1", "30", "200k", "1.5M"]

@@ -38,3 +38,19 @@ def test_committed_weights_and_graphs_are_front_members() -> None:
     assert not stray, f"weights / ONNX committed for variants on no front: {stray[:5]} ({len(stray)} in all)"
     for p in READ_BY_RECIPES:
         assert p in tracked, f"{p} is read by a shipped recipe and must stay committed"
+
+
+def test_main_front_members_ship_their_weights_and_graphs() -> None:
+    """The other direction, for the fronts rebuilt here (results/fronts, results/fronts-params): a front member
+    a user would pick must come with its files. results/fronts-avx2 is rebuilt from another machine's tables
+    and lists three members whose files were not kept (README, 'The machines')."""
+    tracked = set(_tracked("results/*/*/model.onnx", "results/*/*/weights.safetensors"))
+    missing = []
+    fronts = [f for name in ("fronts", "fronts-params") for f in (ROOT / "results" / name).glob("*/front.csv")]
+    for front in fronts:
+        with front.open(newline="") as fh:
+            for row in csv.DictReader(fh):
+                base = f"results/{row['results']}/{row['variant']}"
+                files = (f"{base}/model.onnx", f"{base}/weights.safetensors")
+                missing += [f for f in files if f not in tracked]
+    assert not missing, f"front members without committed files (git add -f): {sorted(set(missing))[:5]}"
