@@ -122,6 +122,8 @@ def test_command(finished: tuple[Path, Path], tmp_path: Path, capsys: pytest.Cap
     rc = main(["rescore", str(folder), "--dataset", "kodak24", "--data-root", str(data), "--only", name,
                "--threads", "1", "--no-progress"])
     assert rc == 0 and "1 scored" in capsys.readouterr().out
+    card = (folder / _variant(folder).name / "README.md").read_text()
+    assert "kodak24" in card  # the command refreshed the variant's card with the new rows
     assert main(["rescore", str(folder), "--dataset", "kodak24", "--only", "nope", "--no-progress"]) == 2
     assert "nope" in capsys.readouterr().err
     # an RGB model under a Y protocol: refused before anything is written

@@ -29,14 +29,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run(args: argparse.Namespace) -> int:
     """Parse, then hand over to :func:`compress.rescore.rescore_results` per folder."""
+    from compress.cards import write_variant_cards
     from compress.rescore import rescore_results
 
     counts: dict[str, int] = {}
     for folder in args.results:
         print(folder)
-        for o in rescore_results(folder, dataset=args.dataset, protocol=args.protocol, only=args.only,
-                                 skip_done=args.skip_done, data_root=args.data_root, threads=args.threads,
-                                 progress=not args.no_progress):
+        outcomes = rescore_results(folder, dataset=args.dataset, protocol=args.protocol, only=args.only,
+                                   skip_done=args.skip_done, data_root=args.data_root, threads=args.threads,
+                                   progress=not args.no_progress)
+        for o in outcomes:
             counts[o.status] = counts.get(o.status, 0) + 1
+        scored = [o.variant for o in outcomes if o.status == "scored"]
+        if scored:
+            write_variant_cards(folder, only=scored)  # the cards show the new rows
     print("; ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no variants")
     return 0
