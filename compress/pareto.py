@@ -588,8 +588,9 @@ def target_points(
             if prec is None:
                 why.append(f"W{row['weight_bits']}A{row['act_bits']} needs a precision the target lacks "
                            f"({', '.join(p.value for p in target.precisions)})")
-            why += _budget_failures(tables, target, str(row["key"]), LatencyPer(latency_per), prec)
-            figures.append(budget_figures(tables, target, str(row["key"]), prec) if prec else (math.nan, math.nan))
+            charged = budget_figures(tables, target, str(row["key"]), prec or Precision.fp32)
+            why += _budget_failures(tables, target, str(row["key"]), LatencyPer(latency_per), prec, charged)
+            figures.append(charged if prec else (math.nan, math.nan))
             float_model = int(row["weight_bits"]) > 8 or int(row["act_bits"]) > 8
             if prec in DOWNCAST and float_model and pts.at[i, "y_from"] == "torch":
                 pts.at[i, "y_from"] = f"torch fp32 (runs at {prec.value}; no {prec.value} score)"
@@ -672,14 +673,14 @@ def budget_figures(tables: Tables, target: Target, key: str, precision: Precisio
 
 
 def _budget_failures(tables: Tables, target: Target, key: str, latency_per: LatencyPer = LatencyPer.architecture,
-                     precision: Precision | None = None) -> list[str]:
+                     precision: Precision | None = None, charged: tuple[float, float] | None = None) -> list[str]:
     """Why a variant breaks the target's budgets (empty when it meets them all, or there are none). Byte budgets
-    are charged at ``precision`` (:func:`budget_figures`); None (the target cannot run the variant at all):
-    at fp32, as profiled."""
+    are charged at ``precision`` (:func:`budget_figures`, or ``charged`` where the caller has it); None (the
+    target cannot run the variant at all): at fp32, as profiled."""
     b = target.budgets
     out: list[str] = []
     prec = precision or Precision.fp32
-    weights_mb, activations_mb = budget_figures(tables, target, key, prec)
+    weights_mb, activations_mb = charged if charged is not None else budget_figures(tables, target, key, prec)
     if b.compute is not None:
         col = "tflops_true" if b.compute.convention is Convention.true else "tflops"
         v = _cost_at(tables, b.compute.resolution.value, col).get(key, np.nan)

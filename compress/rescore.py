@@ -184,22 +184,9 @@ def rescore_results(
         scored = quality_rows(model, recipe, variant, opts, notes.append)
         prov = provenance(variant, run_key, student, [*notes, RESCORED_NOTE])
         rows = [{**row, **prov} for row in scored]
-        write_quality_rows(folder, rows)
+        results.write_tables(folder, rows, [])  # quality rows only: cost.csv stays as it is
         seconds = time.perf_counter() - t0
         scores = ", ".join(f"q{r['quality']} {r['psnr']:.2f} dB (JPEG {r['jpeg_psnr']:.2f})" for r in rows)
         out(f"  {recipe.name}/{variant.id}: {rows[0]['dataset']} {data.protocol_name} {scores} [{seconds:.0f} s]")
         outcomes.append(RescoreOutcome(recipe.name, variant.id, "scored", len(rows), seconds))
     return outcomes
-
-
-def write_quality_rows(folder: Path, rows: Sequence[dict[str, Any]]) -> None:
-    """Upsert quality rows with :func:`compress.results.append_rows` and refresh ``variants.csv`` (cost.csv untouched).
-
-    ``compress.results.write_tables`` would also rewrite ``cost.csv``; rescoring adds no cost rows, so only
-    the quality table and its join are written, each under the folder's table lock.
-    """
-    from compress import results
-
-    results.append_rows(folder / results.QUALITY_FILE, rows, results.QUALITY_KEY, list(results.QUALITY_COLUMNS))
-    with results._lock(folder):  # the join is results' own; it reads both tables afresh under the lock
-        results._refresh_variants(folder)

@@ -550,14 +550,17 @@ def _refresh_variants(folder: Path) -> Any:
 def write_tables(
     folder: Path, quality_rows: Sequence[dict[str, Any]], cost_rows: Sequence[dict[str, Any]]
 ) -> tuple[Any, Any]:
-    """Append a variant's quality and cost rows to ``folder``'s tables and refresh ``variants.csv``, atomically."""
+    """Append a variant's quality and cost rows to ``folder``'s tables and refresh ``variants.csv``, atomically.
+    With no cost rows (``compress rescore`` adds scores only) ``cost.csv`` is left as it is."""
     folder.mkdir(parents=True, exist_ok=True)
     with _lock(folder):
         _remove_stale_temps([folder / QUALITY_FILE, folder / COST_FILE, folder / VARIANTS_FILE])
         q = _merge(_read(folder / QUALITY_FILE), quality_rows, QUALITY_KEY, list(QUALITY_COLUMNS))
         _write(q, folder / QUALITY_FILE)
-        c = _merge(_read(folder / COST_FILE), cost_rows, COST_KEY, list(COST_COLUMNS))
-        _write(c, folder / COST_FILE)
+        c = _read(folder / COST_FILE)
+        if cost_rows:
+            c = _merge(c, cost_rows, COST_KEY, list(COST_COLUMNS))
+            _write(c, folder / COST_FILE)
         _refresh_variants(folder)
     return q, c
 
