@@ -106,9 +106,18 @@ COST_COLUMNS: dict[str, str] = {
         "empty for rows written before the column existed (their budget columns were filled from the variant's "
         "recipe.yaml by `compress card --results DIR --backfill`)",
     },
+    **{  # which variants are replicates of one another (compress.results.condition_keys)
+        "condition_key": "16 hex digits of SHA-256 of the variant's settings without its name, description, "
+        "evaluation sets and seeds (teachers by their settings, not their names): variants of any recipe with "
+        "the same key are seed replicates of one condition, which `compress summary` pools",
+        "replicate_key": "the same with the seeds kept: two variants with the same key are the same run "
+        "(summary counts it once)",
+    },
 }
 BUDGET_COLUMNS = ("train_steps", "train_batch", "train_patch", "train_pixels", "train_budget")
 """The cost columns :func:`train_budget` computes from a variant's stages (``train_cpu`` is recorded by the run)."""
+KEY_COLUMNS = ("condition_key", "replicate_key")
+"""The cost columns :func:`condition_keys` computes from a variant's resolved recipe."""
 _INT_COLUMNS = ("train_steps", "train_batch", "train_patch", "train_pixels")  # nullable integers (pandas Int64)
 
 LATENCY_COLUMNS: dict[str, str] = {  # written by compress.deploy (LatencyRecord), documented here with the rest
@@ -390,12 +399,15 @@ SPEED_GOAL_COLUMNS: dict[str, str] = {  # written by compress.speedgoal (compres
 
 SUMMARY_FILES: dict[str, str] = {  # results/*.md and *.csv, written by compress summary (module compress.summary)
     "study-arcnn-q10.md` / `study-arcnn-q10.csv": "the ARCNN prune / distillation study, LIVE1 and Kodak24 q10: "
-    "`compress summary results/study-arcnn-*/ results/prune-arcnn results/prune-distill-arcnn --control "
-    "study-arcnn-unpruned --out results/study-arcnn-q10.md --csv results/study-arcnn-q10.csv`",
+    "`compress summary results/prune-arcnn results/prune-distill-arcnn results/study-arcnn-*/ --control "
+    "study-arcnn-unpruned --out results/study-arcnn-q10.md --csv results/study-arcnn-q10.csv` (the sweeps first: "
+    "their cells name the conditions that the study-arcnn-* seed recipes add replicates to)",
     "fast-arcnn-q10-40.md` / `fast-arcnn-q10-40.csv": "the quality-blind Fast ARCNN at q10-q40: `compress summary "
     "results/baseline-fast-arcnn-q10-40 results/baseline-fast-arcnn-q20 results/baseline-fast-arcnn "
-    "results/finetune-fast-arcnn-q10-40 results/prune-fast-arcnn-q10-40 results/qat-fast-arcnn-q10-40 --control "
-    "finetune-fast-arcnn-q10-40 --out results/fast-arcnn-q10-40.md --csv results/fast-arcnn-q10-40.csv`",
+    "results/finetune-fast-arcnn-q10-40 results/prune-fast-arcnn-q10-40 results/qat-fast-arcnn-q10-40 "
+    "results/study-fast-arcnn-q10-40-control results/study-fast-arcnn-q10-40-prune --control "
+    "finetune-fast-arcnn-q10-40 --out results/fast-arcnn-q10-40.md --csv results/fast-arcnn-q10-40.csv` (the "
+    "last two add seeds 0 and 1 to the control and the prune cells)",
     "study-fast-arcnn-s4-q10.md": "stride-4 Fast ARCNN, pruned + INT8 against the unpruned INT8 control, torch "
     "scores: `compress summary results/chain-fast-arcnn-s4-q10 results/finetune-fast-arcnn-s4-q10 --control "
     "finetune-fast-arcnn-s4-q10 --out results/study-fast-arcnn-s4-q10.md`",
@@ -657,8 +669,43 @@ def train_budget(stages: Sequence[Any]) -> dict[str, Any]:
     }
 
 
+def condition_keys(recipe: Any) -> dict[str, str]:
+    """The :data:`KEY_COLUMNS` of a resolved (sweep-free) ``compress.recipe.schema.Recipe``.
+
+    Both hash the recipe as its variant id does (:func:`compress.recipe.expand.hashed_dict`), less what
+    does not change the trained model or what it is scored on: the recipe's name and description, the
+    evaluation sets (each set's rows stay apart in the tables) and the stages' labels. A distill stage's
+    teacher name is replaced by that teacher's settings and undeclared-but-unused teachers are dropped, so
+    two recipes naming one teacher differently agree. ``condition_key`` also drops every seed (the recipe's
+    and each stage's); ``replicate_key`` keeps them.
+    """
+    import hashlib
+
+    from compress.recipe.expand import canonical_json, hashed_dict
+
+    doc = hashed_dict(recipe)
+    for k in ("name", "description"):
+        doc.pop(k, None)
+    doc.get("data", {}).pop("eval", None)
+    teachers = doc.pop("teachers", {}) or {}
+    for stage in doc.get("stages", []):
+        stage.pop("label", None)
+        if isinstance(stage.get("teacher"), str) and stage["teacher"] in teachers:
+            stage["teacher"] = teachers[stage["teacher"]]
+
+    def digest(d: Any) -> str:
+        return hashlib.sha256(canonical_json(d).encode()).hexdigest()[:16]
+
+    replicate = digest(doc)
+    doc.pop("seed", None)
+    for stage in doc.get("stages", []):
+        stage.pop("seed", None)
+    return {"condition_key": digest(doc), "replicate_key": replicate}
+
+
 def variant_budget(variant_folder: str | Path) -> dict[str, Any] | None:
-    """:func:`train_budget` of a finished variant, from its ``recipe.yaml``; None without one.
+    """:func:`train_budget` and :func:`condition_keys` of a finished variant, from its ``recipe.yaml``; None
+    without one.
 
     The steps the variant's ``plan.json`` records for its training stages (when it has one) must be the
     recipe's: the table states the budget that was trained.
@@ -678,7 +725,7 @@ def variant_budget(variant_folder: str | Path) -> dict[str, Any] | None:
         recipe = Recipe.model_validate(yaml.safe_load((d / "recipe.yaml").read_text()))
     except ValueError as exc:
         raise CompressError(f"{d / 'recipe.yaml'}: not a valid resolved recipe: {exc}") from None
-    budget = train_budget(recipe.stages)
+    budget = {**train_budget(recipe.stages), **condition_keys(recipe)}
     plan_path = d / "plan.json"
     if plan_path.is_file():
         plan = json.loads(plan_path.read_text())
@@ -691,7 +738,8 @@ def variant_budget(variant_folder: str | Path) -> dict[str, Any] | None:
 
 
 def fill_cost_budget(folder: str | Path, *, recompute: bool = False) -> int:
-    """Add the :data:`BUDGET_COLUMNS` to ``folder``'s cost rows written before they existed (no re-run).
+    """Add the :data:`BUDGET_COLUMNS` and :data:`KEY_COLUMNS` to ``folder``'s cost rows written before they
+    existed (no re-run).
 
     Each variant's budget comes from :func:`variant_budget` (its ``recipe.yaml``, checked against its
     ``plan.json``); a variant without a folder stays empty, and so does ``train_cpu`` (the machine was not
@@ -705,13 +753,14 @@ def fill_cost_budget(folder: str | Path, *, recompute: bool = False) -> int:
         cost = _read(folder / COST_FILE)
         if cost is None or cost.empty:
             return 0
-        added = [c for c in (*BUDGET_COLUMNS, "train_cpu") if c not in cost.columns]
+        added = [c for c in (*BUDGET_COLUMNS, "train_cpu", *KEY_COLUMNS) if c not in cost.columns]
         for col in added:
             cost[col] = pd.NA
         cost = _int_columns(cost)
-        for col in ("train_budget", "train_cpu"):
+        for col in ("train_budget", "train_cpu", *KEY_COLUMNS):
             cost[col] = cost[col].astype(object)
-        todo = cost["train_budget"].notna() | True if recompute else cost["train_budget"].isna()
+        todo = (cost["train_budget"].notna() | True if recompute
+                else cost["train_budget"].isna() | cost["condition_key"].isna())
         filled: set[str] = set()
         for variant in sorted(set(cost.loc[todo, "variant"].astype(str))):
             budget = variant_budget(folder / variant)
@@ -886,7 +935,9 @@ def results_readme() -> str:
         "",
         "Written by `compress summary RESULTS... --control C [--target T] --out MD [--csv CSV]` (module "
         "`compress.summary`) from the tables only: the variants of each recipe grouped into conditions (seed "
-        "replicates averaged), one markdown section per dataset x quality x protocol; `--csv` writes the table.",
+        "replicates averaged; a recipe that only adds seeds to another recipe's cell, same `condition_key` in "
+        "cost.csv, is pooled with it and named in the `pooled` column and as `(+ recipe)` in the markdown), one "
+        "markdown section per dataset x quality x protocol; `--csv` writes the table.",
         "",
         "| file | content and command |",
         "|---|---|",

@@ -386,7 +386,7 @@ def run_variant(variant: Variant, opts: RunOptions, out: Callable[[str], None] =
         "onnx_path": f"{variant.id}/{ONNX_NAME}",
         "train_wall_s": round(ctx.train_wall_s, 2),
         "graph_signature": deploy.graph_signature(folder / ONNX_NAME),
-        **results.train_budget(r.stages), "train_cpu": deploy.cpu_name(),
+        **results.train_budget(r.stages), "train_cpu": deploy.cpu_name(), **results.condition_keys(r),
     }
     results.write_tables(
         opts.results_dir / r.name, [{**row, **prov} for row in q_rows], [{**row, **extra, **prov} for row in c_rows]

@@ -2,7 +2,11 @@
 
 A *condition* is a recipe's variants with the seed taken out of their names (``seed0``, ``seed1`` and
 ``seed2`` of one recipe are one condition; ``ratio0.5-seed1`` belongs to ``ratio0.5``; ``base``, the point
-with no sweep values, runs the recipe's own seeds and joins its ``seedN`` replicates). For each
+with no sweep values, runs the recipe's own seeds and joins its ``seedN`` replicates). Conditions of
+different recipes whose variants have the same settings but the seeds (cost.csv's ``condition_key``, see
+:func:`compress.results.condition_keys`) and the same student checkpoint are one condition too: a recipe
+that only adds seeds to another's cell pools with it, under the first name among them (the control's when
+it is one); a variant run twice with the same seeds (same ``replicate_key``) counts once. For each
 condition and each dataset x JPEG quality x protocol, :func:`summarize` gives the number of seeds,
 the mean and standard deviation of PSNR / SSIM / PSNR-B, the JPEG baseline, the parameters and the
 true MACs per 720p frame, and the difference to a control condition. Made only from the results
@@ -19,6 +23,7 @@ import pandas as pd
 
 from compress.errors import DataError
 from compress.pareto import condition_of, load_tables
+from compress.results import KEY_COLUMNS
 
 __all__ = ["CLOSE_DB", "MIN_SEEDS", "SUMMARY_COLUMNS", "condition_of", "summarize", "summary_markdown"]
 
@@ -29,6 +34,8 @@ MIN_SEEDS = 3
 SUMMARY_COLUMNS: dict[str, str] = {
     "condition": "`<recipe>/<variant name without seedN>`, or `<recipe>` for a recipe's `base` point and its seed "
     "replicates",
+    "pooled": "the other recipes' conditions whose seed replicates were pooled into this one (same condition_key "
+    "and student checkpoint), `; `-separated; empty when none",
     "dataset": "dataset",
     "quality": "JPEG quality",
     "protocol": "evaluation protocol",
@@ -44,7 +51,10 @@ SUMMARY_COLUMNS: dict[str, str] = {
     "gain": "psnr - jpeg_psnr (dB)",
     "delta_psnr": "psnr - the control condition's psnr (dB); empty without --control",
     "control_seeds": "seeds of the control condition",
-    "below_noise": f"the difference is under {CLOSE_DB} dB with fewer than {MIN_SEEDS} seeds on a side: not a finding",
+    "trains": "the condition takes optimizer steps (cost.csv train_steps > 0; assumed where unknown); one that does "
+    "not (a checkpoint scored as it is) has no seed noise, so its side of a comparison needs no replicates",
+    "below_noise": f"the difference is under {CLOSE_DB} dB with fewer than {MIN_SEEDS} seeds on a side that trains: "
+    "not a finding",
     "machine": "with --target: the machine(s) whose deployed rows were averaged; else empty",
 }
 """The columns of :func:`summarize`'s table (``compress summary --csv``), in order; results/README.md lists them."""
@@ -82,9 +92,13 @@ def summarize(results: Sequence[str | Path], control: str | None = None, target:
     q["condition"] = [
         f"{r}/{c}" if c else str(r) for r, c in zip(q["recipe"], q["variant_name"].map(condition_of), strict=True)
     ]
-    cost = tables.cost[tables.cost["resolution"] == "720p30"][["key", "params", "macs_true"]]
+    cost_cols = ["key", "params", "macs_true", *(c for c in (*KEY_COLUMNS, "train_steps") if c in tables.cost)]
+    cost = tables.cost[tables.cost["resolution"] == "720p30"][cost_cols]
     q = q.merge(cost, on="key", how="left")
+    q, pooled = _pool_replicates(q, control)
     keys = ["condition", "dataset", "quality", "protocol"]
+    steps = pd.to_numeric(q["train_steps"], errors="coerce") if "train_steps" in q else pd.Series(float("nan"), q.index)
+    q["_trains"] = steps.isna() | steps.gt(0)
     g = q.groupby(keys, sort=True)
     out = g.agg(
         seeds=("variant", "nunique"),
@@ -96,7 +110,9 @@ def summarize(results: Sequence[str | Path], control: str | None = None, target:
         params=("params", "max"),
         macs_720p=("macs_true", "max"),
         n_images=("n_images", "max"),
+        trains=("_trains", "any"),
     ).reset_index()
+    out["pooled"] = [pooled.get(c, "") for c in out["condition"]]
     out["psnr_sd"] = out["psnr_sd"].fillna(0.0)
     out["gain"] = out["psnr"] - out["jpeg_psnr"]
     out["delta_psnr"] = float("nan")
@@ -110,16 +126,65 @@ def summarize(results: Sequence[str | Path], control: str | None = None, target:
         out["delta_psnr"] = out["psnr"].to_numpy() - ref.reindex(idx).to_numpy()
         ref_seeds = out[out["condition"] == control].set_index(["dataset", "quality", "protocol"])["seeds"]
         out["control_seeds"] = ref_seeds.reindex(idx).to_numpy()
+        ref_trains = out[out["condition"] == control].set_index(["dataset", "quality", "protocol"])["trains"]
+        control_trains = ref_trains.reindex(idx).fillna(True).astype(bool).to_numpy()
     else:
         out["control_seeds"] = float("nan")
-    # the noise rule: a difference under CLOSE_DB from fewer than MIN_SEEDS seeds on either side is not a finding
+        control_trains = True
+    # the noise rule: a difference under CLOSE_DB from fewer than MIN_SEEDS seeds on a side that trains (a
+    # checkpoint scored as it is has no seed noise) is not a finding
     out["below_noise"] = (
         out["delta_psnr"].abs().lt(CLOSE_DB)
-        & (out["seeds"].lt(MIN_SEEDS) | out["control_seeds"].lt(MIN_SEEDS))
+        & ((out["seeds"].lt(MIN_SEEDS) & out["trains"]) | (out["control_seeds"].lt(MIN_SEEDS) & control_trains))
         & (out["condition"] != control)
     )
     out["machine"] = tables.machine if target is not None else ""
     return out[list(SUMMARY_COLUMNS)]
+
+
+def _pool_replicates(q: pd.DataFrame, control: str | None) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Give the variants that are seed replicates of one another (same ``condition_key`` and student
+    checkpoint) one condition name, and drop the rows of a variant that repeats another's run (same
+    ``replicate_key``). Returns the rows and, per condition name, the other names pooled into it.
+
+    A pool is named by its first name in the order the results were given (the control's when it is
+    one). Variants without a key (tables from before the column) keep their name. Where one name would
+    cover two pools (variant names cut short, or a recipe whose seed replicates differ in more than the
+    seed), each keyed pool gets ``[<first 8 hex of its condition_key>]`` after it.
+    """
+    if "condition_key" not in q or "student_checkpoint" not in q:
+        return q, {}
+    q = q.reset_index(drop=True)
+    own = q["condition"].astype(str)
+    key = q["condition_key"]
+    has_key = key.notna() & key.astype(str).ne("")
+    pool = ("k:" + key.astype(str) + "|" + q["student_checkpoint"].astype(str)).where(has_key, "n:" + own)
+    labels: dict[str, str] = {}
+    members: dict[str, list[str]] = {}
+    for p, names in own.groupby(pool, sort=False):
+        order = [str(n) for n in dict.fromkeys(names)]  # first appearance: the order the results were given in
+        labels[str(p)] = control if control is not None and control in order else order[0]
+        members[str(p)] = order
+    by_label: dict[str, list[str]] = {}
+    for p, label in labels.items():
+        by_label.setdefault(label, []).append(p)
+    for label, pools in by_label.items():
+        if len(pools) > 1:
+            for p in pools:
+                if p.startswith("k:"):
+                    labels[p] = f"{label} [{p[2:10]}]"
+    pooled = {labels[p]: "; ".join(n for n in names if n != labels[p].split(" [")[0])
+              for p, names in members.items() if len(names) > 1}
+    q["condition"] = pool.map(labels)
+    if "replicate_key" in q:  # a run repeated: keep the copy in the condition's own recipe, else the first
+        rep = q["replicate_key"]
+        keyed = rep.notna() & rep.astype(str).ne("")
+        order = q[keyed].assign(_other=own[keyed].ne(q.loc[keyed, "condition"])).sort_values("_other", kind="stable")
+        first = order.groupby(["condition", order["replicate_key"]], sort=False)["variant"].transform("first")
+        repeat = pd.Series(False, index=q.index)
+        repeat[first.index] = order["variant"].ne(first)
+        q = q[~repeat]
+    return q, pooled
 
 
 def summary_markdown(table: pd.DataFrame, control: str | None = None, target: str | None = None) -> str:
@@ -141,15 +206,17 @@ def summary_markdown(table: pd.DataFrame, control: str | None = None, target: st
             sd = f" ± {r.psnr_sd:.3f}" if r.seeds > 1 else ""
             flag = " †" if r.below_noise else ""
             delta = (f" {r.delta_psnr:+.3f}{flag} |" if pd.notna(r.delta_psnr) else " |") if control else ""
+            name = f"{r.condition} (+ {r.pooled})" if getattr(r, "pooled", "") else r.condition
             lines.append(
-                f"| {r.condition} | {r.seeds} | {r.psnr:.3f}{sd} | {r.ssim:.4f} | {r.psnrb:.2f} | {r.gain:+.3f} |"
+                f"| {name} | {r.seeds} | {r.psnr:.3f}{sd} | {r.ssim:.4f} | {r.psnrb:.2f} | {r.gain:+.3f} |"
                 f"{delta} {int(r.params):,} | {r.macs_720p / 1e9:.1f} |"
             )
         lines.append("")
     if control and table["below_noise"].any():
         lines += [
-            f"† closer than {CLOSE_DB} dB to the control with fewer than {MIN_SEEDS} seeds on one side: within "
-            "the noise of a single run, not a finding (run more seeds: the recipes' `seed` sweeps).",
+            f"† closer than {CLOSE_DB} dB to the control with fewer than {MIN_SEEDS} seeds on a side that trains: "
+            "within the noise of a single run, not a finding (run more seeds: the recipes' `seed` sweeps; a "
+            "recipe that only adds seeds to a cell is pooled with it).",
             "",
         ]
     return "\n".join(lines)

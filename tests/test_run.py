@@ -226,13 +226,13 @@ def test_run_records_the_training_budget_and_writes_cards(tiny_run: tuple[Path, 
 def test_budget_backfill_restores_the_columns(tiny_run: tuple[Path, Path, list[str]], tmp_path: Path) -> None:
     import shutil
 
-    from compress.results import BUDGET_COLUMNS, fill_cost_budget
+    from compress.results import BUDGET_COLUMNS, KEY_COLUMNS, fill_cost_budget
 
     _, results, _ = tiny_run
     folder = tmp_path / "tiny"
     shutil.copytree(results / "tiny", folder)
     new = read_table(folder / "cost.csv")
-    old = new.drop(columns=[*BUDGET_COLUMNS, "train_cpu"])  # a table from before the columns existed
+    old = new.drop(columns=[*BUDGET_COLUMNS, "train_cpu", *KEY_COLUMNS])  # a table from before the columns existed
     old.to_csv(folder / "cost.csv", index=False)
     old.to_parquet(folder / "cost.parquet", index=False)
     for v in set(old["variant"]):
@@ -240,7 +240,8 @@ def test_budget_backfill_restores_the_columns(tiny_run: tuple[Path, Path, list[s
     assert main(["card", "--results", str(folder), "--backfill"]) == 0
     filled = read_table(folder / "cost.csv")
     assert list(filled.columns) == list(COST_COLUMNS)
-    pd.testing.assert_frame_equal(filled[list(BUDGET_COLUMNS)], new[list(BUDGET_COLUMNS)])
+    pd.testing.assert_frame_equal(filled[[*BUDGET_COLUMNS, *KEY_COLUMNS]], new[[*BUDGET_COLUMNS, *KEY_COLUMNS]])
+    assert new["condition_key"].notna().all()  # compress run writes them
     assert filled["train_cpu"].isna().all()  # the machine was not recorded: left empty, never guessed
     assert pd.read_csv(folder / "cost.csv")["train_batch"].tolist() == [2] * 6  # integers, not 2.0
     assert all((folder / v / "README.md").is_file() for v in set(old["variant"]))
@@ -293,3 +294,52 @@ def test_committed_variant_cards_are_up_to_date() -> None:
              for card in _committed(f"{folder}/*/{VARIANT_CARD}")
              if (REPO / card).read_text() != render_variant_card(REPO / folder, Path(card).parent.name)]
     assert not stale, f"regenerate: compress card --results {' '.join(sorted({str(Path(s).parent) for s in stale}))}"
+
+
+def test_condition_keys_ignore_names_eval_sets_and_seeds() -> None:
+    import copy
+
+    from compress.recipe.schema import Recipe
+    from compress.results import condition_keys
+
+    doc = {
+        "schema_version": 1, "kind": "compress", "name": "a", "description": "x", "seed": 0,
+        "student": {"arch": "arcnn", "checkpoint": "models/arcnn-q10/best.safetensors"},
+        "teachers": {"t": {"arch": "rdn_s", "checkpoint": "models/rdn-s-q10/best.safetensors"},
+                     "unused": {"arch": "idcn_s", "checkpoint": "models/idcn-s-q10/best.safetensors"}},
+        "data": {"train": "bsds500_train", "eval": ["live1"], "qualities": [10]},
+        "stages": [{"type": "prune", "ratio": 0.25}, {"type": "distill", "teacher": "t", "steps": 10, "seed": 123},
+                   {"type": "export"}],
+    }
+    base = condition_keys(Recipe.model_validate(doc))
+    other = copy.deepcopy(doc)
+    other.update(name="b", description="y", seed=7, teachers={"rdn": doc["teachers"]["t"]})
+    other["data"]["eval"] = ["live1", "kodak24"]
+    other["stages"][1].update(teacher="rdn", seed=0, label="kd")
+    keys = condition_keys(Recipe.model_validate(other))
+    assert keys["condition_key"] == base["condition_key"]  # a seed replicate of the same condition ...
+    assert keys["replicate_key"] != base["replicate_key"]  # ... but another run
+    same_run = copy.deepcopy(doc)
+    same_run.update(name="c")
+    assert condition_keys(Recipe.model_validate(same_run)) == base
+    pruned_more = copy.deepcopy(doc)
+    pruned_more["stages"][0]["ratio"] = 0.5
+    assert condition_keys(Recipe.model_validate(pruned_more))["condition_key"] != base["condition_key"]
+    other_teacher = copy.deepcopy(doc)
+    other_teacher["stages"][1]["teacher"] = "unused"
+    assert condition_keys(Recipe.model_validate(other_teacher))["condition_key"] != base["condition_key"]
+
+
+def test_committed_seed_studies_pool_with_their_sweep_cells() -> None:
+    """study-arcnn-prune25 only adds seeds to prune-arcnn's 25 % Taylor cell: the keys must say so."""
+    from compress.results import variant_budget
+
+    root = Path(__file__).resolve().parents[1] / "results"
+    cell_dir = next((root / "prune-arcnn").glob("ratio0.25-taylor-*"))
+    cell = variant_budget(cell_dir)
+    seeds = [variant_budget(d) for d in sorted((root / "study-arcnn-prune25").glob("seed*-*"))]
+    assert cell is not None and len(seeds) == 3
+    assert {s["condition_key"] for s in seeds if s} == {cell["condition_key"]}
+    assert len({cell["replicate_key"], *(s["replicate_key"] for s in seeds if s)}) == 4
+    committed = read_table(root / "prune-arcnn" / "cost.csv")
+    assert set(committed.loc[committed["variant"] == cell_dir.name, "condition_key"]) == {cell["condition_key"]}

@@ -121,3 +121,82 @@ def test_target_scores_of_pooled_machines(tmp_path: Path, capsys: pytest.Capture
     assert t.loc["ctrl", "seeds"] == 2 and t.loc["ctrl", "machine"] == "new"
     assert main(["summary", str(ctrl), "--target", "cpu-ov-int8", "--machine", "old", "--machine", "new"]) == 0
     assert "as deployed on cpu-ov-int8 (old + new)" in capsys.readouterr().out
+
+
+def _keyed(folder: Path, keys: dict[str, tuple[str, str]], checkpoint: str = "abc") -> Path:
+    """Give ``folder``'s variants (by name) a condition_key / replicate_key and a student checkpoint."""
+    q, c = pd.read_csv(folder / "quality.csv"), pd.read_csv(folder / "cost.csv")
+    q["student_checkpoint"] = checkpoint
+    names = dict(zip(q["variant"], q["variant_name"], strict=True))
+    c["condition_key"] = [keys[names[v]][0] for v in c["variant"]]
+    c["replicate_key"] = [keys[names[v]][1] for v in c["variant"]]
+    q.to_csv(folder / "quality.csv", index=False)
+    c.to_csv(folder / "cost.csv", index=False)
+    return folder
+
+
+def test_seed_replicates_in_other_recipes_are_pooled(tmp_path: Path) -> None:
+    # one seed in the sweep recipe, two more in a recipe that only adds seeds to that cell
+    sweep = _keyed(_results(tmp_path, "sweep", {"ratio0.25": 26.66, "ratio0.5": 26.60}, 69_390),
+                   {"ratio0.25": ("K25", "r123"), "ratio0.5": ("K50", "r50")})
+    more = _keyed(_results(tmp_path, "more", {"seed0": 26.64, "seed1": 26.65}, 69_390),
+                  {"seed0": ("K25", "r0"), "seed1": ("K25", "r1")})
+    ctrl = _keyed(_results(tmp_path, "ctrl", {"seed0": 26.67, "seed1": 26.68, "seed2": 26.66}, 117_734),
+                  {"seed0": ("C", "c0"), "seed1": ("C", "c1"), "seed2": ("C", "c2")})
+    t = summarize([sweep, more, ctrl], control="ctrl").set_index("condition")
+    assert "more" not in t.index  # pooled under the first name given
+    assert t.loc["sweep/ratio0.25", "seeds"] == 3
+    assert t.loc["sweep/ratio0.25", "psnr"] == pytest.approx(26.65)
+    assert t.loc["sweep/ratio0.25", "pooled"] == "more"
+    assert not t.loc["sweep/ratio0.25", "below_noise"]  # -0.02 dB, now 3 seeds on both sides
+    assert t.loc["sweep/ratio0.5", "seeds"] == 1 and t.loc["sweep/ratio0.5", "pooled"] == ""
+    md = summary_markdown(summarize([sweep, more, ctrl], control="ctrl"), control="ctrl")
+    assert "| sweep/ratio0.25 (+ more) | 3 | 26.650 ± 0.010 |" in md
+
+
+def test_pooling_keeps_the_control_name_and_counts_a_repeated_run_once(tmp_path: Path) -> None:
+    extra = _keyed(_results(tmp_path, "extra", {"seed5": 26.70, "seed0": 26.99}, 117_734),
+                   {"seed5": ("C", "c5"), "seed0": ("C", "c0")})  # seed0 repeats ctrl's seed0 run
+    ctrl = _keyed(_results(tmp_path, "ctrl", {"seed0": 26.60, "seed1": 26.62}, 117_734),
+                  {"seed0": ("C", "c0"), "seed1": ("C", "c1")})
+    t = summarize([extra, ctrl], control="ctrl").set_index("condition")
+    assert list(t.index) == ["ctrl"] and t.loc["ctrl", "pooled"] == "extra"
+    assert t.loc["ctrl", "seeds"] == 3  # c5, c0 (once: the control's own copy) and c1
+    assert t.loc["ctrl", "psnr"] == pytest.approx((26.70 + 26.60 + 26.62) / 3)
+
+
+def test_another_student_checkpoint_is_another_condition(tmp_path: Path) -> None:
+    a = _keyed(_results(tmp_path, "a", {"seed0": 26.6}, 10), {"seed0": ("K", "r0")}, checkpoint="old")
+    b = _keyed(_results(tmp_path, "b", {"seed1": 26.7}, 10), {"seed1": ("K", "r1")}, checkpoint="new")
+    t = summarize([a, b]).set_index("condition")
+    assert set(t.index) == {"a", "b"} and (t["pooled"] == "").all()
+
+
+def test_one_name_over_two_settings_is_split_by_key(tmp_path: Path) -> None:
+    # variant names cut short: two settings of one recipe would otherwise average as one condition
+    r = _keyed(_results(tmp_path, "r", {"long-name-a": 26.6, "long-name-b": 26.8}, 10),
+               {"long-name-a": ("aaaaaaaa11", "1"), "long-name-b": ("bbbbbbbb22", "2")})
+    q = pd.read_csv(r / "quality.csv")
+    q["variant_name"] = "long-name"
+    q.to_csv(r / "quality.csv", index=False)
+    t = summarize([r]).set_index("condition")
+    assert set(t.index) == {"r/long-name [aaaaaaaa]", "r/long-name [bbbbbbbb]"} and (t["seeds"] == 1).all()
+
+
+def test_a_side_that_does_not_train_needs_no_seeds(tmp_path: Path) -> None:
+    def steps(folder: Path, n: int) -> Path:
+        c = pd.read_csv(folder / "cost.csv")
+        c["train_steps"] = n
+        c.to_csv(folder / "cost.csv", index=False)
+        return folder
+
+    parent = steps(_results(tmp_path, "parent", {"base": 26.70}, 10), 0)  # a checkpoint scored as it is
+    qat3 = steps(_results(tmp_path, "qat3", {"seed0": 26.66, "seed1": 26.65, "seed2": 26.67}, 10), 1000)
+    qat1 = steps(_results(tmp_path, "qat1", {"base": 26.66}, 10), 1000)
+    t = summarize([parent, qat3, qat1], control="parent").set_index("condition")
+    assert not t.loc["parent", "trains"] and t.loc["qat3", "trains"]
+    assert not t.loc["qat3", "below_noise"]  # -0.04 dB, 3 seeds against an exact parent: a finding
+    assert t.loc["qat1", "below_noise"]  # one QAT seed: still noise
+    ctrl = steps(_results(tmp_path, "ctrl", {"seed0": 26.69, "seed1": 26.70, "seed2": 26.71}, 10), 2000)
+    t = summarize([parent, ctrl], control="ctrl").set_index("condition")
+    assert not t.loc["parent", "below_noise"]  # +0.00 dB: the parent has no seeds to run, the control has 3
