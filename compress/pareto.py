@@ -577,6 +577,7 @@ def target_points(
     reasons: list[str] = []
     precisions: list[str] = []
     figures: list[tuple[float, float]] = []
+    no_x = f"no {axis.cost.value}" + (f" at {axis.resolution}" if axis.resolution else "")
     for i, row in pts.iterrows():
         why: list[str] = []
         prec = None
@@ -595,7 +596,7 @@ def target_points(
             if prec in DOWNCAST and float_model and pts.at[i, "y_from"] == "torch":
                 pts.at[i, "y_from"] = f"torch fp32 (runs at {prec.value}; no {prec.value} score)"
         if not math.isfinite(row["x"]):
-            why.append(f"no {axis.cost.value}" + (f" at {axis.resolution}" if axis.resolution else ""))
+            why.append(no_x)
         if not math.isfinite(row["y"]):
             why.append(f"no {yq.value}")
         reasons.append("; ".join(why))
@@ -605,6 +606,10 @@ def target_points(
     pts["activations_mb_at_precision"] = [a for _, a in figures]
     pts["reason"] = reasons
     pts["eligible"] = pts["reason"] == ""
+    # not timed and nothing else wrong: a seed replicate of a timed condition takes the condition's latency
+    pts["_untimed_only"] = [not math.isfinite(x) and bool(r) and all(
+        part == no_x or part.startswith("latency not measured") for part in r.split("; "))
+        for x, r in zip(pts["x"], reasons, strict=True)]
     extra = tables.cost.drop_duplicates("key").set_index("key")
     pts["settings"] = pts["key"].map(_settings(extra.reset_index()).set_axis(extra.index))
     pts["settings"] = pts["settings"].fillna("")
@@ -612,9 +617,11 @@ def target_points(
     pts["y_sd"] = np.nan
     pts["members"] = pts["key"]
     if Seeds(seeds) is Seeds.mean:
-        pts = _merge_seeds(pts, q["variant_name"] if "variant_name" in q.columns else q["variant"], tables.shippable)
+        pts = _merge_seeds(pts, q["variant_name"] if "variant_name" in q.columns else q["variant"], tables.shippable,
+                           pools=condition_pools(tables, pts["key"]))
     if len(target.precisions) > 1:  # the plot says which of the target's precisions each point runs at
         pts["label"] = [f"{lab} @{p}" if p else str(lab) for lab, p in zip(pts["label"], pts["precision"], strict=True)]
+    pts = pts.drop(columns="_untimed_only")
     pts["on_front"] = False
     elig = pts["eligible"].to_numpy()
     if elig.any():
@@ -622,16 +629,37 @@ def target_points(
     return pts.sort_values(["x", "y"], ascending=[True, False], na_position="last").reset_index(drop=True), axis
 
 
-def _merge_seeds(pts: pd.DataFrame, names: pd.Series, shippable: frozenset[str] = frozenset()) -> pd.DataFrame:
-    """One point per results folder x condition (see :func:`target_points`, ``seeds=mean``), shipped as the
-    replicate nearest the mean among those in ``shippable`` (whose ONNX is there) where there are any.
+def condition_pools(tables: Tables, keys: pd.Series) -> pd.Series:
+    """For each variant key, the condition it is a seed replicate of across results folders: its
+    ``condition_key`` (cost.csv, :func:`compress.results.condition_keys`) with its student checkpoint's
+    digest; NaN where the tables predate the column. Aligned with ``keys``' index."""
+    cost, quality = tables.cost, tables.quality
+    if "condition_key" not in cost.columns or "student_checkpoint" not in quality.columns:
+        return pd.Series(np.nan, index=keys.index, dtype=object)
+    ck = cost.dropna(subset=["condition_key"]).drop_duplicates("key").set_index("key")["condition_key"].astype(str)
+    sc = quality.drop_duplicates("key").set_index("key")["student_checkpoint"].astype(str)
+    return pd.Series([f"{ck[k]}|{sc.get(k, '')}" if k in ck.index and ck[k] else np.nan for k in keys],
+                     index=keys.index, dtype=object)
 
-    Only the scores of the commonest source among the replicates are averaged (a runtime's scores are never
-    mixed with torch's); a condition is eligible when every replicate is, else it takes the first reason.
+
+def _merge_seeds(pts: pd.DataFrame, names: pd.Series, shippable: frozenset[str] = frozenset(),
+                 pools: pd.Series | None = None) -> pd.DataFrame:
+    """One point per condition (see :func:`target_points`, ``seeds=mean``), shipped as the replicate nearest
+    the mean among those in ``shippable`` (whose ONNX is there) where there are any.
+
+    A condition is a results folder's variants with the seed taken out of their names, or, where ``pools``
+    (:func:`condition_pools`) gives one, every variant with the same settings but the seed, whichever folder
+    it is in (a recipe that only adds seeds to another's cell joins it; two settings whose names were cut to
+    one stay apart). It is labelled by its first member. Only the scores of the commonest source among the
+    replicates are averaged (a runtime's scores are never mixed with torch's); a condition is eligible when
+    every replicate is, else it takes the first reason.
     """
     pts = pts.assign(condition=[condition_of(n) for n in names.astype(str)])
+    group = pts["results"].astype(str) + "\0" + pts["condition"].astype(str)
+    if pools is not None:
+        group = pools.astype(object).where(pools.notna(), "n:" + group)
     rows = []
-    for _, g in pts.groupby(["results", "condition"], sort=False, dropna=False):
+    for _, g in pts.groupby(group, sort=False):
         if len(g) == 1:
             rows.append(g.iloc[0])
             continue
@@ -648,12 +676,18 @@ def _merge_seeds(pts: pd.DataFrame, names: pd.Series, shippable: frozenset[str] 
         xs = g["x"][np.isfinite(g["x"].to_numpy(dtype=float))]
         row["x"] = float(xs.median()) if len(xs) else math.nan
         row["x_n"] = int(g["x_n"].max())
-        bad = g[~g["eligible"]]
+        # a replicate whose graph was never timed (another export of the same architecture) is judged by the
+        # condition's latency, the median of its timed replicates; any other reason still rules the point out
+        bad = g[~g["eligible"] & ~(g["_untimed_only"] & bool(len(xs)))] if "_untimed_only" in g else g[~g["eligible"]]
         if len(bad):
             row["eligible"] = False
             row["reason"] = str(bad["reason"].iloc[0])
-        prefix = f"{row['results']}/" if str(row["label"]).startswith(f"{row['results']}/") else ""
-        row["label"] = prefix + seeds_label(str(row["condition"]), len(ys), len(g))
+        else:
+            row["eligible"] = True
+            row["reason"] = ""
+        first = g.iloc[0]  # the condition's name: its first member's (the sweep's cell, not an added seed)
+        prefix = f"{first['results']}/" if str(row["label"]).startswith(f"{row['results']}/") else ""
+        row["label"] = prefix + seeds_label(str(first["condition"]), len(ys), len(g))
         rows.append(row)
     return pd.DataFrame(rows).drop(columns="condition").reset_index(drop=True).infer_objects()
 

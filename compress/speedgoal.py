@@ -29,6 +29,7 @@ from compress.pareto import (
     Seeds,
     Selection,
     condition_of,
+    condition_pools,
     deployed_at,
     latency_at,
     load_tables,
@@ -114,6 +115,7 @@ def speed_goal(results: Sequence[str | Path], goal: Goal = Goal(), machine: str 
         timed["n_timed"] = timed["key"].map(lk.measured).astype(int)
         timed["n_deployed"] = timed["key"].isin(dep.index).astype(int)
         timed["members"] = 1
+        timed["pool"] = condition_pools(t, timed["key"])
         timed = _merge_seeds(timed, several) if Seeds(seeds) is Seeds.mean else \
             timed.assign(seeds=1, psnr_sd=float("nan"))
         # equal times (variants of one graph share a median): the better variant is the answer
@@ -153,9 +155,15 @@ def speed_goal(results: Sequence[str | Path], goal: Goal = Goal(), machine: str 
 
 
 def _merge_seeds(timed: pd.DataFrame, several: bool) -> pd.DataFrame:
-    """One candidate per results folder x condition (see :func:`speed_goal`, ``seeds=mean``)."""
+    """One candidate per condition (see :func:`speed_goal`, ``seeds=mean``): a results folder's variants with
+    the seed taken out of their names, or, where the ``pool`` column (:func:`compress.pareto.condition_pools`)
+    has one, the seed replicates of one setting in any folder, named by the first."""
     rows = []
-    for (res, cond), g in timed.groupby(["results", "condition"], sort=False):
+    group = timed["results"].astype(str) + "\0" + timed["condition"].astype(str)
+    if "pool" in timed:
+        group = timed["pool"].astype(object).where(timed["pool"].notna(), "n:" + group)
+    for _, g in timed.groupby(group, sort=False):
+        res, cond = str(g["results"].iloc[0]), str(g["condition"].iloc[0])
         if len(g) == 1:
             rows.append(g.iloc[0].to_dict() | {"seeds": 1, "psnr_sd": float("nan")})
             continue

@@ -347,6 +347,46 @@ def test_a_seed_mean_is_shipped_as_a_replicate_whose_onnx_is_there(tmp_path: Pat
     assert pts.loc["p-seed3", "y"] == pytest.approx(26.94) and pts.loc["p-seed3", "seeds"] == 3
 
 
+def test_seed_replicates_in_another_folder_join_their_condition(tmp_path: Path) -> None:
+    """A recipe that only adds seeds to another recipe's cell (same condition_key and student checkpoint) is one
+    point with it, named by the cell; two settings whose variant names were cut to one stay two points."""
+    fast = VARIANTS["fast"]
+    sweep = make_results(tmp_path / "sweep", {"ratio0.25": (26.90, *fast[1:]), "cut-a": (26.50, *fast[1:]),
+                                              "cut-b": (26.60, *fast[1:])})
+    more = make_results(tmp_path / "more", {"seed0": (26.96, *fast[1:]), "seed1": (26.99, *fast[1:])})
+    keys = {"ratio0.25": "K", "cut-a": "A", "cut-b": "B", "seed0": "K", "seed1": "K"}
+    for root in (sweep, more):
+        q, c = pd.read_csv(root / "quality.csv"), pd.read_csv(root / "cost.csv")
+        q["student_checkpoint"] = "abc"
+        q["variant_name"] = q["variant"].replace({"cut-a": "cut", "cut-b": "cut"})
+        c["condition_key"] = c["variant"].map(keys)
+        q.to_csv(root / "quality.csv", index=False)
+        c.to_csv(root / "cost.csv", index=False)
+    pts, _ = target_points(load_tables([sweep, more]), get_target("cpu-ort-fp32"), SEL, x="tflops_true")
+    pooled = pts[pts["seeds"] == 3].iloc[0]
+    assert pooled["y"] == pytest.approx(26.95) and pooled["label"] == "sweep/ratio0.25 (mean of 3 seeds)"
+    assert set(pooled["members"].split(";")) == {"ratio0.25", "seed0", "seed1"}
+    assert sorted(pts.loc[pts["seeds"] == 1, "y"]) == pytest.approx([26.50, 26.60])  # cut-a / cut-b not averaged
+    assert len(pts) == 3
+
+
+def test_an_untimed_replicate_takes_its_conditions_latency(tmp_path: Path) -> None:
+    """seed1 was exported after the graph changed in a way that costs nothing (another signature, never timed):
+    the condition is still a point, at the latency of its timed replicate; alone, seed1 would have none."""
+    fast = VARIANTS["fast"]
+    res = make_results(tmp_path / "r", {"p-seed0": (26.90, *fast[1:]), "p-seed1": (26.96, *fast[1:]),
+                                        "arcnn": VARIANTS["arcnn"]},
+                       latency={("p-seed0", "cpu-ort-fp32"): 40.0, ("arcnn", "cpu-ort-fp32"): 90.0})
+    c = pd.read_csv(res / "cost.csv")
+    c["graph_signature"] = c["variant"].map({"p-seed0": "g0", "p-seed1": "g1", "arcnn": "ga"})
+    c.to_csv(res / "cost.csv", index=False)
+    pts = _points(res, "cpu-ort-fp32")
+    p = pts[pts["seeds"] == 2].iloc[0]
+    assert p["eligible"] and p["x"] == pytest.approx(40.0) and p["y"] == pytest.approx(26.93)
+    each = _points(res, "cpu-ort-fp32", seeds="each")
+    assert not each.loc["p-seed1", "eligible"] and "latency" in each.loc["p-seed1", "reason"]
+
+
 def test_a_crowded_static_plot_labels_its_front_only(tmp_path: Path) -> None:
     """Up to MAX_STATIC_LABELS points every one is labelled; beyond, the front members only (the rest overlap into a
     blot; the HTML hover names them), and the axis note says so."""
