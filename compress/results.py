@@ -669,12 +669,17 @@ def train_budget(stages: Sequence[Any]) -> dict[str, Any]:
     }
 
 
+_EXPORT_CHECK_KEYS = ("check", "atol", "qdq_atol")
+
+
 def condition_keys(recipe: Any) -> dict[str, str]:
     """The :data:`KEY_COLUMNS` of a resolved (sweep-free) ``compress.recipe.schema.Recipe``.
 
     Both hash the recipe as its variant id does (:func:`compress.recipe.expand.hashed_dict`), less what
     does not change the trained model or what it is scored on: the recipe's name and description, the
-    evaluation sets (each set's rows stay apart in the tables) and the stages' labels. A distill stage's
+    evaluation sets (each set's rows stay apart in the tables), the stages' labels and the export check's
+    tolerances (``check``, ``atol``, ``qdq_atol``: a variant whose check needed a looser tolerance exported the
+    same model). A distill stage's
     teacher name is replaced by that teacher's settings and undeclared-but-unused teachers are dropped, so
     two recipes naming one teacher differently agree. ``condition_key`` also drops every seed (the recipe's
     and each stage's); ``replicate_key`` keeps them.
@@ -690,6 +695,9 @@ def condition_keys(recipe: Any) -> dict[str, str]:
     teachers = doc.pop("teachers", {}) or {}
     for stage in doc.get("stages", []):
         stage.pop("label", None)
+        if stage.get("type") == "export":  # how closely the export is checked against torch, not what it exports
+            for k in _EXPORT_CHECK_KEYS:
+                stage.pop(k, None)
         if isinstance(stage.get("teacher"), str) and stage["teacher"] in teachers:
             stage["teacher"] = teachers[stage["teacher"]]
 

@@ -321,6 +321,7 @@ def test_condition_keys_ignore_names_eval_sets_and_seeds() -> None:
     assert keys["replicate_key"] != base["replicate_key"]  # ... but another run
     same_run = copy.deepcopy(doc)
     same_run.update(name="c")
+    same_run["stages"][2].update(atol=0.002)  # a looser export check exports the same model
     assert condition_keys(Recipe.model_validate(same_run)) == base
     pruned_more = copy.deepcopy(doc)
     pruned_more["stages"][0]["ratio"] = 0.5
