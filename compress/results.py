@@ -413,6 +413,15 @@ SUMMARY_FILES: dict[str, str] = {  # results/*.md and *.csv, written by compress
     "finetune-fast-arcnn-s4-q10 --out results/study-fast-arcnn-s4-q10.md`",
     "study-fast-arcnn-s4-q10-cpu-ov-int8.md": "the same as deployed (OpenVINO INT8 scores of deployed.csv): "
     "`... --target cpu-ov-int8 --out results/study-fast-arcnn-s4-q10-cpu-ov-int8.md`",
+    "study-qat-fast-arcnn-relu.md": "INT8 QAT of the ReLU Fast ARCNN against its fp32 parent, 3 seeds a point: "
+    "`compress summary results/baseline-fast-arcnn-relu results/qat-fast-arcnn-relu "
+    "results/study-qat-fast-arcnn-relu-seeds --control baseline-fast-arcnn-relu --out "
+    "results/study-qat-fast-arcnn-relu.md`",
+    "study-qat-fast-arcnn-q10-long.md": "INT8 QAT of fast-arcnn-q10-long against its fp32 parent, 3 seeds for the "
+    "points within 0.05 dB (the 4,000-step points start from finetune-fast-arcnn-q10-long's weights, listed "
+    "too): `compress summary results/baseline-fast-arcnn-q10-long results/finetune-fast-arcnn-q10-long "
+    "results/qat-fast-arcnn-q10-long results/study-qat-fast-arcnn-q10-long-seeds --control "
+    "baseline-fast-arcnn-q10-long --out results/study-qat-fast-arcnn-q10-long.md`",
     "study-depth-fast-arcnn-s4-q10-cpu-ov-int8.md": "depth (layer) pruning against width pruning, as deployed: "
     "`compress summary results/chain-fast-arcnn-s4-q10 results/depth-fast-arcnn-s4-q10 --control "
     "chain-fast-arcnn-s4-q10/ratio0.5-ignored_layers_base.0_base.12 --target cpu-ov-int8 --out "
