@@ -412,7 +412,8 @@ SUMMARY_FILES: dict[str, str] = {  # results/*.md and *.csv, written by compress
     "scores: `compress summary results/chain-fast-arcnn-s4-q10 results/finetune-fast-arcnn-s4-q10 --control "
     "finetune-fast-arcnn-s4-q10 --out results/study-fast-arcnn-s4-q10.md`",
     "study-fast-arcnn-s4-q10-cpu-ov-int8.md": "the same as deployed (OpenVINO INT8 scores of deployed.csv): "
-    "`... --target cpu-ov-int8 --out results/study-fast-arcnn-s4-q10-cpu-ov-int8.md`",
+    "`... --target cpu-ov-int8 --machine \"$X1\" --machine \"$X2\" --out "
+    "results/study-fast-arcnn-s4-q10-cpu-ov-int8.md` (the two Xeon keys of README 'The machines')",
     "study-qat-fast-arcnn-relu.md": "INT8 QAT of the ReLU Fast ARCNN against its fp32 parent, 3 seeds a point: "
     "`compress summary results/baseline-fast-arcnn-relu results/qat-fast-arcnn-relu "
     "results/study-qat-fast-arcnn-relu-seeds --control baseline-fast-arcnn-relu --out "
@@ -422,9 +423,13 @@ SUMMARY_FILES: dict[str, str] = {  # results/*.md and *.csv, written by compress
     "too): `compress summary results/baseline-fast-arcnn-q10-long results/finetune-fast-arcnn-q10-long "
     "results/qat-fast-arcnn-q10-long results/study-qat-fast-arcnn-q10-long-seeds --control "
     "baseline-fast-arcnn-q10-long --out results/study-qat-fast-arcnn-q10-long.md`",
+    "study-qat-arcnn.md": "ARCNN INT8 / 4-bit QAT points, the self-distillation point at 3 seeds (its parent "
+    "models/arcnn-q10 scores 26.664 on LIVE1 q10): `compress summary results/qat-arcnn "
+    "results/study-qat-arcnn-kd1-seeds --out results/study-qat-arcnn.md`",
     "study-depth-fast-arcnn-s4-q10-cpu-ov-int8.md": "depth (layer) pruning against width pruning, as deployed: "
     "`compress summary results/chain-fast-arcnn-s4-q10 results/depth-fast-arcnn-s4-q10 --control "
-    "chain-fast-arcnn-s4-q10/ratio0.5-ignored_layers_base.0_base.12 --target cpu-ov-int8 --out "
+    "chain-fast-arcnn-s4-q10/ratio0.5-ignored_layers_base.0_base.12 --target cpu-ov-int8 --machine \"$X1\" "
+    "--machine \"$X2\" --out "
     "results/study-depth-fast-arcnn-s4-q10-cpu-ov-int8.md`",
 }
 
