@@ -108,7 +108,8 @@ COST_COLUMNS: dict[str, str] = {
     },
     **{  # which variants are replicates of one another (compress.results.condition_keys)
         "condition_key": "16 hex digits of SHA-256 of the variant's settings without its name, description, "
-        "evaluation sets and seeds (teachers by their settings, not their names): variants of any recipe with "
+        "evaluation sets, stage labels, export-check tolerances and seeds (teachers by their settings, not their "
+        "names): variants of any recipe with "
         "the same key are seed replicates of one condition, which `compress summary` pools",
         "replicate_key": "the same with the seeds kept: two variants with the same key are the same run "
         "(summary counts it once)",
