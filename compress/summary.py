@@ -22,8 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from compress.errors import DataError
-from compress.pareto import condition_of, load_tables
-from compress.results import KEY_COLUMNS
+from compress.pareto import condition_of, condition_pools, load_tables
 
 __all__ = ["CLOSE_DB", "MIN_SEEDS", "SUMMARY_COLUMNS", "condition_of", "summarize", "summary_markdown"]
 
@@ -92,10 +91,10 @@ def summarize(results: Sequence[str | Path], control: str | None = None, target:
     q["condition"] = [
         f"{r}/{c}" if c else str(r) for r, c in zip(q["recipe"], q["variant_name"].map(condition_of), strict=True)
     ]
-    cost_cols = ["key", "params", "macs_true", *(c for c in (*KEY_COLUMNS, "train_steps") if c in tables.cost)]
+    cost_cols = ["key", "params", "macs_true", *(c for c in ("replicate_key", "train_steps") if c in tables.cost)]
     cost = tables.cost[tables.cost["resolution"] == "720p30"][cost_cols]
     q = q.merge(cost, on="key", how="left")
-    q, pooled = _pool_replicates(q, control)
+    q, pooled = _pool_replicates(q, condition_pools(tables, q["key"]), control)
     keys = ["condition", "dataset", "quality", "protocol"]
     steps = pd.to_numeric(q["train_steps"], errors="coerce") if "train_steps" in q else pd.Series(float("nan"), q.index)
     q["_trains"] = steps.isna() | steps.gt(0)
@@ -142,23 +141,19 @@ def summarize(results: Sequence[str | Path], control: str | None = None, target:
     return out[list(SUMMARY_COLUMNS)]
 
 
-def _pool_replicates(q: pd.DataFrame, control: str | None) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Give the variants that are seed replicates of one another (same ``condition_key`` and student
-    checkpoint) one condition name, and drop the rows of a variant that repeats another's run (same
-    ``replicate_key``). Returns the rows and, per condition name, the other names pooled into it.
+def _pool_replicates(q: pd.DataFrame, pools: pd.Series, control: str | None) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Give the variants that are seed replicates of one another (the same ``pools`` value,
+    :func:`compress.pareto.condition_pools`: ``condition_key`` and student checkpoint) one condition name,
+    and drop the rows of a variant that repeats another's run (same ``replicate_key``). Returns the rows
+    and, per condition name, the other names pooled into it.
 
     A pool is named by its first name in the order the results were given (the control's when it is
     one). Variants without a key (tables from before the column) keep their name. Where one name would
     cover two pools (variant names cut short, or a recipe whose seed replicates differ in more than the
     seed), each keyed pool gets ``[<first 8 hex of its condition_key>]`` after it.
     """
-    if "condition_key" not in q or "student_checkpoint" not in q:
-        return q, {}
-    q = q.reset_index(drop=True)
     own = q["condition"].astype(str)
-    key = q["condition_key"]
-    has_key = key.notna() & key.astype(str).ne("")
-    pool = ("k:" + key.astype(str) + "|" + q["student_checkpoint"].astype(str)).where(has_key, "n:" + own)
+    pool = ("k:" + pools.astype(str)).where(pools.notna(), "n:" + own)
     labels: dict[str, str] = {}
     members: dict[str, list[str]] = {}
     for p, names in own.groupby(pool, sort=False):
