@@ -284,6 +284,48 @@ def test_asymmetric_activations_are_nncf_only() -> None:
         recipe_of("arcnn", f"  - {{type: quantize, backend: brevitas, act_mode: asymmetric, {TINY}}}")
 
 
+@pytest.mark.parametrize("conv_output", [False, True])
+def test_brevitas_conv_output_lets_onnxruntime_fuse_prelu_convs(
+    conv_output: bool, tmp_path: Path, images: list[Any]
+) -> None:
+    """conv_output: true quantizes each convolution that a PReLU follows at its output too: its QDQ graph has
+    Conv -> Q -> DQ -> PRelu, which onnxruntime turns into QLinearConv (ARCNN's three convolutions before a
+    PReLU; the output conv, whose output is the image, stays float). Without it every conv stays float there.
+    The structure replays from the saved config, and the graph matches torch. 7-bit weights: onnxruntime's u8 x s8
+    kernels on CPUs without VNNI saturate 16-bit pair sums of 8-bit weights (255 * 127 * 2 > 32767), and this
+    test's random weights hit that; 7 bits cannot (255 * 63 * 2 < 32767), so the check holds on any x86 CPU."""
+    from compress.deploy import Fusion, check_fusion
+
+    flag = "true" if conv_output else "false"
+    recipe = recipe_of("arcnn", f"  - {{type: quantize, backend: brevitas, mode: ptq, calibration_images: 2, "
+                                f"weight_bits: 7, conv_output: {flag}, {TINY}}}\n  - {{type: export}}")
+    model = fresh("arcnn")
+    ctx = context(recipe, tmp_path, images)
+    q, plans = run_stages(copy.deepcopy(model), recipe, ctx)
+    layers = plans[0]["plan"]["layers"]
+    with_out = sorted(k for k, v in layers.items() if v.endswith(", output a8"))
+    assert with_out == (["net.base.0", "net.base.2", "net.base.4"] if conv_output else [])
+    assert ("conv_output" in plans[0]["plan"]) is conv_output  # absent at the default: old configs compare equal
+    assert plans[1]["plan"]["mean_abs_diff"] <= 1e-3
+    rep = check_fusion(tmp_path / "model.onnx")
+    if conv_output:
+        assert rep.status is Fusion.partial and rep.quantized_convs == 3 and rep.float_convs == 1
+    else:
+        assert rep.status is Fusion.none
+    plan = {"base": {"arch": "arcnn", "channels": 3}, "stages": [{"type": "quantize", "plan": plans[0]["plan"]}]}
+    again = rebuild_model(fresh("arcnn"), plan, q.state_dict())
+    x = torch.rand(1, 3, 24, 24)
+    with torch.no_grad():
+        assert torch.equal(again(x), q(x))
+
+
+def test_conv_output_is_brevitas_only() -> None:
+    from compress.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="brevitas only"):
+        recipe_of("arcnn", f"  - {{type: quantize, backend: nncf, conv_output: true, {TINY}}}")
+
+
 @pytest.mark.parametrize("arch", STUDENTS)
 def test_fp32_onnx_matches_torch_at_any_size(arch: str, tmp_path: Path) -> None:
     model = fresh(arch)

@@ -103,7 +103,7 @@ def canonical_json(data: Any) -> str:
 #: and cache key. (A key whose default changed behaviour, such as quantize.overflow_fix, is hashed.)
 HASH_NEUTRAL_DEFAULTS: dict[str, dict[str, Any]] = {
     "quantize": {"keep_float": [], "parent_l2": 0.0, "precision": "fp32", "channels_last": False,
-                 "act_mode": "symmetric"},
+                 "act_mode": "symmetric", "conv_output": False},
     "finetune": {"precision": "fp32", "channels_last": False},
     "distill": {"precision": "fp32", "channels_last": False},
     "export": {"subpixel": False},

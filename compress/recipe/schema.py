@@ -344,6 +344,14 @@ class QuantizeStage(TrainParams):
         (), description="modules left in float, e.g. [last] (ARCNN's 16->3 output conv: 1 % of its MACs, most of "
         "its INT8 error); nncf also leaves their input unquantized, brevitas keeps the quantized activations",
     )
+    conv_output: bool = Field(
+        False,
+        description="brevitas only: also quantize (signed, act_bits) the output of every convolution that a PReLU "
+        "follows, so that QAT trains with it and onnxruntime fuses each such convolution into a QLinearConv (the "
+        "PReLU then runs in float between two quantizers); without it a quantizer only after the PReLU leaves "
+        "those convolutions in float in onnxruntime (INT8 slower than fp32). OpenVINO runs either layout in INT8. "
+        "Fused u8 x s8 kernels saturate 8-bit weights on CPUs without VNNI: use weight_bits: 7 there",
+    )
     overflow_fix: OverflowFix = Field(
         OverflowFix.disable,
         description="nncf only: first_layer (NNCF's default) or enable keep 7-bit weights in the first / every layer "
@@ -355,6 +363,13 @@ class QuantizeStage(TrainParams):
     def _asymmetric_is_nncf(self) -> QuantizeStage:
         if self.act_mode is ActMode.asymmetric and self.backend is not Backend.nncf:
             raise ValueError("act_mode: asymmetric is implemented for backend nncf only")
+        return self
+
+    @model_validator(mode="after")
+    def _conv_output_is_brevitas(self) -> QuantizeStage:
+        if self.conv_output and self.backend is not Backend.brevitas:
+            raise ValueError("conv_output: true is implemented for backend brevitas only (NNCF places its own "
+                             "quantizers, after each PReLU)")
         return self
 
     @model_validator(mode="after")

@@ -96,28 +96,36 @@ class BrevitasQuantizer:
 
         wq = Int8WeightPerChannelFloat if config["per_channel"] else Int8WeightPerTensorFloat
         wb, ab = int(config["weight_bits"]), int(config["act_bits"])
-        for name, child in list(module.named_children()):
+        children = list(module.named_children())
+        for i, (name, child) in enumerate(children):
             full = f"{prefix}{name}"
             new: nn.Module | None = None
             if full.removeprefix("net.") in config.get("keep_float", ()):
                 layers[full] = "float (keep_float)"
                 continue
+            # conv_output: the output of a convolution that a PReLU follows (its next sibling) is quantized too
+            before_prelu = i + 1 < len(children) and isinstance(children[i + 1][1], nn.PReLU)
+            out_q: dict[str, Any] = (
+                {"output_quant": Int8ActPerTensorFloat, "output_bit_width": ab}
+                if config.get("conv_output") and before_prelu else {}
+            )
+            out_note = f", output a{ab}" if out_q else ""
             if isinstance(child, nn.ConvTranspose2d):
                 new = qnn.QuantConvTranspose2d(
                     child.in_channels, child.out_channels, child.kernel_size, stride=child.stride,
                     padding=child.padding, output_padding=child.output_padding, dilation=child.dilation,
-                    groups=child.groups, bias=child.bias is not None, weight_quant=wq, weight_bit_width=wb,
+                    groups=child.groups, bias=child.bias is not None, weight_quant=wq, weight_bit_width=wb, **out_q,
                 )
-                layers[full] = f"QuantConvTranspose2d w{wb}"
+                layers[full] = f"QuantConvTranspose2d w{wb}{out_note}"
             elif isinstance(child, nn.Conv2d):
                 if child.padding_mode != "zeros":
                     raise CompressError(f"{full}: brevitas quantization supports zero padding only")
                 new = qnn.QuantConv2d(
                     child.in_channels, child.out_channels, child.kernel_size, stride=child.stride,
                     padding=child.padding, dilation=child.dilation, groups=child.groups,
-                    bias=child.bias is not None, weight_quant=wq, weight_bit_width=wb,
+                    bias=child.bias is not None, weight_quant=wq, weight_bit_width=wb, **out_q,
                 )
-                layers[full] = f"QuantConv2d w{wb}"
+                layers[full] = f"QuantConv2d w{wb}{out_note}"
             elif isinstance(child, nn.PReLU):
                 # No QuantPReLU in brevitas: keep the PReLU in float and quantize its output.
                 new = nn.Sequential(child, qnn.QuantIdentity(act_quant=Int8ActPerTensorFloat, bit_width=ab))
@@ -153,6 +161,8 @@ class BrevitasQuantizer:
             "backend": self.name, "weight_bits": cfg.weight_bits, "act_bits": cfg.act_bits,
             "per_channel": cfg.per_channel, "keep_float": list(cfg.keep_float),
         }
+        if cfg.conv_output:  # absent (not False) otherwise: configs saved before the key existed stay equal
+            config["conv_output"] = True
         _check_names(model, cfg.keep_float)
         q, layers = self._build(copy.deepcopy(model), config)
         q.eval()
