@@ -8,7 +8,8 @@ QuantizeLinear/DequantizeLinear pairs that onnxruntime runs.
 
 brevitas: every Conv2d / ConvTranspose2d becomes a QuantConv2d / QuantConvTranspose2d with the same
 weights; the input gets a QuantIdentity; brevitas has no QuantPReLU, so each PReLU is followed by a
-QuantIdentity (and each ReLU becomes a QuantReLU) to quantize the activations between layers.
+QuantIdentity (and each ReLU becomes a QuantReLU) to quantize the activations between layers; with
+``conv_output`` a convolution that a PReLU follows also quantizes its own output, which lets onnxruntime fuse it.
 Calibration uses brevitas' ``calibration_mode``. NNCF: ``nncf.quantize`` places and calibrates the
 quantizers (8 bit only in this version); its ``get_config`` / ``load_from_config`` are the config;
 export switches every quantizer to ONNX Q/DQ pairs (its default writes OpenVINO FakeQuantize nodes,
