@@ -156,6 +156,9 @@ def test_quantize_export_and_rebuild(arch: str, backend: str, tmp_path: Path, im
     q, plans = run_stages(model, recipe, ctx)
     export = plans[1]["plan"]
     assert export["format"] == "qdq" and export["mean_abs_diff"] <= 0.005
+    from compress.deploy import cpu_isa
+
+    assert export["check_cpu_isa"] == cpu_isa()  # the check's numbers depend on the CPU's INT8 kernels
     import onnx
 
     ops = {n.op_type for n in onnx.load(str(tmp_path / "model.onnx")).graph.node}
@@ -349,3 +352,35 @@ def test_bf16_distillation_with_hints_trains_in_fp32_weights(tmp_path: Path, ima
     assert plans[0]["plan"]["steps"] == 2
     w = student.state_dict()["base.0.weight"]
     assert w.dtype == torch.float32 and not torch.equal(w, w0) and torch.isfinite(w).all()
+
+
+def test_export_check_failure_names_the_cpu_when_int8_kernels_may_saturate() -> None:
+    """A QDQ check that fails on a CPU without VNNI says why (16-bit u8 x s8 sums) and what to change."""
+    from compress.stages.export import saturation_hint
+
+    w8 = {"backend": "nncf", "weight_bits": 8, "act_bits": 8}
+    hint = saturation_hint(w8, "avx2")
+    assert "avx2" in hint and "no VNNI" in hint and "weight_bits: 7" in hint and "atol" in hint
+    assert saturation_hint(w8, "avx512+vnni+bf16") == ""       # VNNI sums in 32 bits
+    assert saturation_hint(w8, "") == ""                       # flags unknown: no guess
+    assert saturation_hint({**w8, "weight_bits": 7}, "avx2") == ""  # 7-bit weights cannot saturate
+    assert saturation_hint(None, "avx2") == ""                 # float graphs
+
+
+def test_failed_int8_export_check_carries_the_hint(
+    tmp_path: Path, images: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from compress.errors import ExportError
+    from compress.stages import export as export_stage
+
+    monkeypatch.setattr(export_stage, "cpu_isa", lambda: "avx2")
+    recipe = recipe_of(
+        "fast_arcnn", f"  - {{type: quantize, backend: nncf, mode: ptq, calibration_images: 2, {TINY}}}\n"
+        "  - {type: export, atol: 1.0e-9, qdq_atol: 1.0e-9}",
+    )
+    with pytest.raises(ExportError, match=r"differs from torch.*This CPU \(avx2\) has no VNNI"):
+        run_stages(fresh("fast_arcnn"), recipe, context(recipe, tmp_path, images))
+    monkeypatch.setattr(export_stage, "cpu_isa", lambda: "avx512+vnni")
+    with pytest.raises(ExportError) as err:
+        run_stages(fresh("fast_arcnn"), recipe, context(recipe, tmp_path, images))
+    assert "VNNI" not in str(err.value)

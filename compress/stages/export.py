@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from compress.deploy import cpu_isa
 from compress.errors import ExportError
 from compress.recipe.schema import ExportFormat, ExportStage
 from compress.stages.base import STAGES, StageContext, StageResult
@@ -119,6 +120,23 @@ def _real_inputs(ctx: StageContext, sizes: Sequence[tuple[int, int]]) -> list[to
     return [x[i : i + 1, :, :h, :w].contiguous() for i, (h, w) in enumerate(sizes)]
 
 
+def saturation_hint(quant: dict[str, Any] | None, isa: str) -> str:
+    """Why a QDQ graph may fail the check on this CPU only, and what to do (empty where that cannot be it).
+
+    Without VNNI, onnxruntime's fused u8 x s8 convolutions add pairs of products in 16 bits, which
+    saturate with 8-bit weights (onnxruntime's own quantizer offers ``reduce_range``, 7-bit weights, for
+    this). The same graph can pass on a VNNI CPU and fail here: a fact of the CPU, not of the export.
+    """
+    if quant is None or not isa or "vnni" in isa.split("+") or int(quant.get("weight_bits", 0)) < 8:
+        return ""
+    return (
+        f". This CPU ({isa}) has no VNNI: onnxruntime's INT8 convolutions add pairs of u8 x s8 products in "
+        "16 bits, which can saturate with 8-bit weights. Train with weight_bits: 7 (as onnxruntime's "
+        "reduce_range does), or raise this export stage's atol to accept what this CPU computes "
+        "(compress deployed scores what the runtimes give)"
+    )
+
+
 def export_and_check(model: nn.Module, cfg: ExportStage, path: Path, ctx: StageContext) -> dict[str, Any]:
     """Export per ``cfg`` (format, opset, dynamic size) and check it; returns the plan."""
     fmt = cfg.format or (ExportFormat.qdq if ctx.quant is not None else ExportFormat.fp32)
@@ -140,6 +158,8 @@ def export_and_check(model: nn.Module, cfg: ExportStage, path: Path, ctx: StageC
         else:
             found = check_onnx(model, path, channels=ctx.channels, atol=cfg.atol, sizes=sizes)
         plan.update(found)
+        # the check's numbers depend on the CPU's INT8 kernels (see saturation_hint): say which ran it
+        plan["check_cpu_isa"] = cpu_isa()
         # In a QDQ graph a value on a rounding boundary may land one quantization step away in
         # onnxruntime (float rounding differs), and later layers spread that step over their
         # receptive field: for QDQ the mean must stay within atol and the largest difference within qdq_atol.
@@ -149,6 +169,7 @@ def export_and_check(model: nn.Module, cfg: ExportStage, path: Path, ctx: StageC
             raise ExportError(
                 f"{path}: onnxruntime differs from torch by up to {found['max_abs_diff']:.3g} (allowed "
                 f"{worst_allowed:g}), {found['mean_abs_diff']:.3g} on average (allowed {cfg.atol:g})"
+                + saturation_hint(quant, plan["check_cpu_isa"])
             )
     plan["bytes"] = path.stat().st_size
     return plan
