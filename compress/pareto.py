@@ -202,6 +202,20 @@ class Tables:
         combos = self.quality[list(QUALITY_KEY)].drop_duplicates().sort_values(list(QUALITY_KEY))
         return [Selection(str(d), int(q), str(p)) for d, q, p in combos.itertuples(index=False)]
 
+    def coverage(self, selection: Selection) -> tuple[int, int]:
+        """How many variants are scored on the selection's dataset, of those scored at its quality and
+        protocol on any dataset (a set added later, e.g. by ``compress rescore``, may cover only some)."""
+        q = self.quality
+        at = q[(q["quality"] == selection.quality) & (q["protocol"] == selection.protocol)]
+        return int(at.loc[at["dataset"] == selection.dataset, "key"].nunique()), int(at["key"].nunique())
+
+
+def coverage_note(tables: Tables, selection: Selection) -> str:
+    """`` (scored for n of the N variants at q..)`` where the selection's dataset covers only some of the
+    variants its quality and protocol have elsewhere, else empty: a front drawn among a subset says so."""
+    n, total = tables.coverage(selection)
+    return f" (scored for {n} of the {total} variants at q{selection.quality})" if n < total else ""
+
 
 # ---------------------------------------------------------------------------------------------
 # reading
@@ -871,7 +885,7 @@ MAX_STATIC_LABELS = 15
 
 
 def plot_front(points: pd.DataFrame, refs: pd.DataFrame, *, target: Target, axis: Axis, y: str,
-               selection: Selection, machine: str = "") -> Figure:
+               selection: Selection, machine: str = "", coverage: str = "") -> Figure:
     """A matplotlib figure (Agg canvas, no display), the front as a step line; every variant is labelled when
     there are at most :data:`MAX_STATIC_LABELS`, else the front members only."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -945,7 +959,7 @@ def plot_front(points: pd.DataFrame, refs: pd.DataFrame, *, target: Target, axis
         note = "\non " + "\n+ ".join(machine.split(" + ")) + note  # pooled machines: one per line
     ax.set_xlabel(axis.label() + note)
     ax.set_ylabel(f"{y} (dB)" if "psnr" in y else y)
-    ax.set_title(f"{target.label()}: {selection.label()}", fontsize=10)
+    ax.set_title(f"{target.label()}: {selection.label()}{coverage}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc="best")
@@ -1012,7 +1026,7 @@ def _hover(points: pd.DataFrame) -> list[list[str]]:
 
 
 def plotly_figure(panels: Sequence[tuple[Target, Axis, pd.DataFrame, pd.DataFrame]], *, y: str,
-                  selection: Selection) -> Any:
+                  selection: Selection, coverage: str = "") -> Any:
     """One plotly figure with a dropdown that switches between targets (one panel per target)."""
     import plotly.graph_objects as go
 
@@ -1048,14 +1062,15 @@ def plotly_figure(panels: Sequence[tuple[Target, Axis, pd.DataFrame, pd.DataFram
         ))
         spans.append((start, len(fig.data)))
     buttons = []
+    sel_label = selection.label() + coverage
     for k, (target, axis, _pts, _refs) in enumerate(panels):
         mask = [spans[k][0] <= i < spans[k][1] for i in range(len(fig.data))]
         buttons.append({"label": target.label(), "method": "update",
-                        "args": [{"visible": mask}, {"title.text": f"{target.label()}: {selection.label()}",
+                        "args": [{"visible": mask}, {"title.text": f"{target.label()}: {sel_label}",
                                                      "xaxis.title.text": axis.label()}]})
     first_t, first_axis = (panels[0][0], panels[0][1]) if panels else (None, None)
     fig.update_layout(
-        title={"text": f"{first_t.label()}: {selection.label()}" if first_t else selection.label()},
+        title={"text": f"{first_t.label()}: {sel_label}" if first_t else sel_label},
         xaxis={"type": "log", "title": {"text": first_axis.label() if first_axis else ""}},
         yaxis={"title": {"text": y}}, template="plotly_white", hovermode="closest",
         updatemenus=[{"buttons": buttons, "direction": "down", "x": 0.0, "xanchor": "left", "y": 1.15,
@@ -1089,6 +1104,8 @@ def write_fronts(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     yq = QualityAxis(y)
+    coverage = coverage_note(tables, selection)
+    scored, at_quality = tables.coverage(selection)
     panels = []
     tables_out = []
     written: list[Path] = []
@@ -1100,9 +1117,11 @@ def write_fronts(
         meta = {"target": t.name, "illustrative": t.illustrative, "cost_axis": axis.cost.value,
                 "machine": tables.machine if axis.cost is CostAxis.latency_ms else "",
                 "resolution": axis.resolution or "", "quality_axis": yq.value, "dataset": selection.dataset,
-                "quality": selection.quality, "protocol": selection.protocol}
+                "quality": selection.quality, "protocol": selection.protocol, "variants_scored": scored,
+                "variants_at_quality": at_quality}
         tables_out.append(pts.assign(**meta))
-        fig = plot_front(pts, refs, target=t, axis=axis, y=yq.value, selection=selection, machine=tables.machine)
+        fig = plot_front(pts, refs, target=t, axis=axis, y=yq.value, selection=selection, machine=tables.machine,
+                         coverage=coverage)
         for ext in ("png", "svg"):
             p = out / f"front-{t.name}.{ext}"
             # no date in the SVG and fixed element ids: the same tables give the same bytes (no diff churn)
@@ -1110,14 +1129,14 @@ def write_fronts(
                 fig.savefig(p, metadata={"Date": None} if ext == "svg" else None)
             written.append(p)
     allpts = pd.concat(tables_out, ignore_index=True)
-    lead = ["target", "illustrative", "machine", "dataset", "quality", "protocol", "cost_axis", "resolution",
-            "quality_axis"]
+    lead = ["target", "illustrative", "machine", "dataset", "quality", "protocol", "variants_scored",
+            "variants_at_quality", "cost_axis", "resolution", "quality_axis"]
     allpts = allpts[lead + [c for c in allpts.columns if c not in lead]]
     front = allpts[allpts["on_front"]].drop(columns=["on_front", "eligible", "reason"])
     for name, df in (("front.csv", front), ("points.csv", allpts)):
         df.to_csv(out / name, index=False)
         written.append(out / name)
-    fig = plotly_figure(panels, y=yq.value, selection=selection)
+    fig = plotly_figure(panels, y=yq.value, selection=selection, coverage=coverage)
     html = out / "fronts.html"
     fig.write_html(str(html), include_plotlyjs=True, full_html=True, div_id="compress-fronts")  # fixed id: same bytes
     written.append(html)

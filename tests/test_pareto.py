@@ -18,6 +18,7 @@ from compress.pareto import (
     CostAxis,
     QualityAxis,
     Selection,
+    coverage_note,
     export_fronts,
     load_tables,
     pareto_mask,
@@ -486,6 +487,30 @@ def test_write_fronts_files(results: Path, tmp_path: Path) -> None:
     write_fronts(load_tables([results]), targets, SEL, again, x="params")
     for name in ("fronts.html", "front-edge-npu.svg", "front-edge-npu.png", "points.csv"):  # reproducible bytes
         assert (again / name).read_bytes() == (out / name).read_bytes(), name
+
+
+def test_a_set_scored_for_some_variants_only_says_so(results: Path, tmp_path: Path) -> None:
+    """A data set rescored for a few variants (B200 here) gets a front among those, and its titles and
+    tables say how many of the quality's variants it covers; a fully scored set says nothing."""
+    q = pd.read_csv(results / "quality.csv")
+    b200 = q[(q["quality"] == 10) & q["variant"].isin(["arcnn", "fast", "tiny-w4"])].assign(dataset="b200")
+    pd.concat([q, b200]).to_csv(results / "quality.csv", index=False)
+    tables = load_tables([results])
+    sub = Selection("b200", 10, "idcn-rgb")
+    assert tables.coverage(sub) == (3, len(VARIANTS)) and tables.coverage(SEL) == (len(VARIANTS), len(VARIANTS))
+    assert coverage_note(tables, SEL) == ""
+    note = f" (scored for 3 of the {len(VARIANTS)} variants at q10)"
+    assert coverage_note(tables, sub) == note
+    out = tmp_path / "b200"
+    write_fronts(tables, [get_target("cpu-ort-fp32")], sub, out, x="params")
+    pts = pd.read_csv(out / "points.csv")
+    assert set(pts["key"]) == {"arcnn", "fast", "tiny-w4"}
+    assert (pts["variants_scored"] == 3).all() and (pts["variants_at_quality"] == len(VARIANTS)).all()
+    assert f"b200, q10, idcn-rgb{note}" in (out / "fronts.html").read_text(encoding="utf-8")
+    assert "scored for 3 of the" in (out / "front-cpu-ort-fp32.svg").read_text(encoding="utf-8")
+    full = tmp_path / "live1"
+    write_fronts(tables, [get_target("cpu-ort-fp32")], SEL, full, x="params")
+    assert "scored for" not in (full / "fronts.html").read_text(encoding="utf-8")
 
 
 def test_html_is_one_self_contained_file(results: Path, tmp_path: Path) -> None:
