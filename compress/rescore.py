@@ -9,7 +9,9 @@ qualities, colour, limit, fallback and tiling are the recipe's, and upserts the 
 (:func:`compress.run.provenance`). The variant's ids and input hashes are those it was run with; the
 code, package versions and time are the rescoring's, and ``notes`` says the row was rescored.
 
-Variants whose weights are not in the folder (only front members' are committed) are skipped and reported.
+Variants whose weights are not in the folder (only front members' are committed) are skipped and reported,
+except where the recipe only exported its student (a baseline): then the student checkpoint named in
+``plan.json`` is the variant's weights, used when its SHA-256 is the one the run recorded.
 """
 
 from __future__ import annotations
@@ -75,6 +77,36 @@ def _recorded(quality: Any, variant: str) -> dict[str, Any]:
         return {}
     last = rows.iloc[-1]
     return {k: last[k] for k in ("variant_name", "recipe_hash", "run_key", "student_checkpoint") if k in rows}
+
+
+WEIGHT_PRESERVING_STAGES = frozenset({"export"})
+"""Stage types that leave the weights as they are: a variant made only of these is its student checkpoint."""
+
+
+def weights_file(folder: Path, student_sha256: str) -> tuple[Path | None, str]:
+    """Where a finished variant's weights are, and how they were found (for the rows' ``notes``).
+
+    ``weights.safetensors`` in the folder; else, for a variant whose plan has only
+    :data:`WEIGHT_PRESERVING_STAGES`, the student checkpoint its plan names, if that file's SHA-256 is
+    ``student_sha256`` (the run's); else ``(None, "")``.
+    """
+    from compress.recipe.expand import resolve_checkpoint
+    from compress.run import file_sha256
+
+    own = folder / "weights.safetensors"
+    if own.is_file():
+        return own, RESCORED_NOTE
+    try:
+        plan = json.loads((folder / "plan.json").read_text())
+    except (OSError, ValueError):
+        return None, ""
+    source = str(plan.get("base", {}).get("source", "fresh"))
+    if source == "fresh" or not {str(s.get("type")) for s in plan.get("stages", [])} <= WEIGHT_PRESERVING_STAGES:
+        return None, ""
+    path = resolve_checkpoint(source)
+    if not path.is_file() or not student_sha256 or file_sha256(path) != student_sha256:
+        return None, ""
+    return path, f"rescored from {source}, the student checkpoint of this export-only variant (compress rescore)"
 
 
 def variant_of(folder: Path, quality: Any = None) -> tuple[Any, str, str]:
@@ -174,15 +206,16 @@ def rescore_results(
                 out(f"  {recipe.name}/{variant.id}: done, {dataset} {data.protocol_name} already scored")
                 outcomes.append(RescoreOutcome(recipe.name, variant.id, "done"))
                 continue
-        if not (vdir / "weights.safetensors").is_file():
+        weights, how = weights_file(vdir, student)
+        if weights is None:
             out(f"  {recipe.name}/{variant.id}: skipped, no weights.safetensors (only front variants' are committed)")
             outcomes.append(RescoreOutcome(recipe.name, variant.id, "no-weights"))
             continue
         t0 = time.perf_counter()
-        model, _ = load_variant(vdir)
+        model, _ = load_variant(vdir, weights)
         notes: list[str] = []
         scored = quality_rows(model, recipe, variant, opts, notes.append)
-        prov = provenance(variant, run_key, student, [*notes, RESCORED_NOTE])
+        prov = provenance(variant, run_key, student, [*notes, how])
         rows = [{**row, **prov} for row in scored]
         results.write_tables(folder, rows, [])  # quality rows only: cost.csv stays as it is
         seconds = time.perf_counter() - t0

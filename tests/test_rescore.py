@@ -134,3 +134,36 @@ def test_command(finished: tuple[Path, Path], tmp_path: Path, capsys: pytest.Cap
 def test_a_missing_folder_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(CompressError, match="no such results folder"):
         rescore_results(tmp_path / "absent", dataset="kodak24")
+
+
+def test_an_export_only_variant_is_rescored_from_its_student_checkpoint(
+    finished: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A baseline (the student exported unchanged) keeps no weights of its own: its student checkpoint is
+    them, used only while the file is the one the run read (same SHA-256)."""
+    from compress.checkpoint import save_checkpoint
+    from compress.nets import build_model
+
+    _, data = finished
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "student.safetensors", build_model("fast_arcnn"), arch="fast_arcnn", channels=3)
+    recipe = tmp_path / "base.yaml"
+    recipe.write_text(f"name: tiny-baseline\nstudent: {{arch: fast_arcnn, checkpoint: {ckpt}}}\n"
+                      "data: {eval: [embedded], limit: 1, qualities: [10]}\nstages:\n  - {type: export}\n")
+    run_recipes([recipe], options=RunOptions(results_dir=tmp_path / "results", progress=False, threads=1),
+                out=lambda _line: None)
+    folder = tmp_path / "results" / "tiny-baseline"
+    (_variant(folder) / "weights.safetensors").unlink()  # not a front member: not committed
+    lines: list[str] = []
+    out = rescore_results(folder, dataset="kodak24", data_root=str(data), progress=False, out=lines.append)
+    assert [(o.status, o.rows) for o in out] == [("scored", 1)], lines
+    new = read_table(folder / "quality.csv").set_index("dataset")
+    assert f"rescored from {ckpt}" in new.loc["kodak24", "notes"]
+    model, _ = load_variant(_variant(folder), ckpt)
+    (direct,) = evaluate_model(model, "kodak24", [10], "idcn-rgb", data_root=data, progress=False)
+    assert new.loc["kodak24", "psnr"] == pytest.approx(direct.psnr, abs=1e-9)
+    # the checkpoint changed since the run: not the variant's weights any more
+    torch.manual_seed(1)
+    save_checkpoint(ckpt, build_model("fast_arcnn"), arch="fast_arcnn", channels=3)
+    out = rescore_results(folder, dataset="b200", data_root=str(data), progress=False, out=lines.append)
+    assert [o.status for o in out] == ["no-weights"]

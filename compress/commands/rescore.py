@@ -13,7 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         description="Rebuilds each variant of results/<recipe>/ from plan.json + weights.safetensors, evaluates it "
         "on --dataset at its recipe's JPEG qualities under its recipe's protocol (or --protocol), and upserts the "
         "rows into results/<recipe>/quality.csv (+ .parquet, variants.csv) with the columns and provenance "
-        "compress run writes. Variants without weights (only front members' are committed) are skipped.",
+        "compress run writes. Variants without weights (only front members' are committed) are skipped; an "
+        "export-only variant (a baseline) is scored from its student checkpoint when that file is the one the run "
+        "read (same SHA-256).",
     )
     p.add_argument("results", nargs="+", metavar="RESULTS", help="results folders (results/<recipe>)")
     p.add_argument("--dataset", required=True, help="data set to score on (e.g. kodak24, b200)")

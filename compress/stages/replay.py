@@ -49,8 +49,9 @@ def rebuild_model(base_model: nn.Module, plan: dict[str, Any], state_dict: dict[
     return model.eval()
 
 
-def load_variant(folder: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a finished variant from its folder: ``plan.json`` + ``weights.safetensors``.
+def load_variant(folder: str | Path, weights: str | Path | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a finished variant from its folder: ``plan.json`` + ``weights.safetensors`` (or ``weights``:
+    another file with the same tensors, e.g. the student checkpoint of a recipe that only exports it).
 
     Returns:
         The model (eval mode) and its plan.
@@ -66,7 +67,7 @@ def load_variant(folder: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         plan = json.loads((p / "plan.json").read_text())
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{p}: no readable plan.json ({exc})") from None
-    tensors, _ = read_checkpoint(p / "weights.safetensors")
+    tensors, _ = read_checkpoint(p / "weights.safetensors" if weights is None else Path(weights))
     base = plan["base"]
     model = build_model(base["arch"], int(base["channels"]), **dict(base.get("arch_kwargs", {})))
     return rebuild_model(model, plan, tensors), plan
