@@ -214,6 +214,11 @@ POINTS_COLUMNS: dict[str, str] = {  # written by compress.pareto.write_fronts; f
     "dataset": "dataset of the quality axis",
     "quality": "JPEG quality of the quality axis",
     "protocol": "evaluation protocol of the quality axis",
+    "variants_scored": "variants with a quality row on this dataset, quality and protocol (the points drawn, seeds not "
+    "yet pooled)",
+    "variants_at_quality": "variants with a quality row at this quality and protocol on any dataset; where it exceeds "
+    "`variants_scored` (a set rescored for some variants only, e.g. B200) the plot titles say \"scored for n of the N "
+    "variants\" and the front is one among those",
     "cost_axis": "what `x` is: params, tflops, tflops_true, memory_mb, peak_activation_mb, latency_ms or model_bytes",
     "resolution": "resolution of `x` where the cost depends on it (480p30, 720p30, 1080p30), else empty",
     "quality_axis": "what `y` is: psnr, ssim, psnrb, or their gain over the JPEG input (`*_gain`)",
