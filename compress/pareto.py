@@ -1025,42 +1025,51 @@ def _hover(points: pd.DataFrame) -> list[list[str]]:
             for _, r in points.iterrows()]
 
 
-def plotly_figure(panels: Sequence[tuple[Target, Axis, pd.DataFrame, pd.DataFrame]], *, y: str,
-                  selection: Selection, coverage: str = "") -> Any:
+Panel = tuple[Target, Axis, pd.DataFrame, pd.DataFrame]
+"""One target's front for one selection: the target, its x axis, its points and the published points."""
+
+HOVER = ("<b>%{customdata[0]}</b><br>x=%{x:.4g}<br>y=%{y:.4f}<br>precision: %{customdata[1]}"
+         "<br>settings: %{customdata[2]}<br>%{customdata[4]}<br>%{customdata[3]}<extra></extra>")
+
+
+def _add_panel(fig: Any, pts: pd.DataFrame, refs: pd.DataFrame, visible: bool) -> tuple[int, int]:
+    """Add one panel's traces (outside / measured / front markers, the front line, the published points) to
+    ``fig``; returns the span of their indices."""
+    import plotly.graph_objects as go
+
+    start = len(fig.data)
+    shown = pts[np.isfinite(pts["x"]) & np.isfinite(pts["y"]) & (pts["x"] > 0)]
+    for label, sel, style in (
+        ("outside budgets / precisions", ~shown["eligible"], {"symbol": "x", "color": "#999"}),
+        ("measured variant", shown["eligible"] & ~shown["on_front"], {"color": "#1f77b4"}),
+        ("on the Pareto front", shown["on_front"], {"color": "#d62728", "size": 10}),
+    ):
+        part = shown[sel]
+        fig.add_trace(go.Scatter(
+            x=part["x"], y=part["y"], mode="markers+text", text=_labels(part), textposition="top right",
+            textfont={"size": 9}, marker=style, name=label, customdata=_hover(part), hovertemplate=HOVER,
+            visible=visible, legendgroup=label,
+        ))
+    fx, fy = _front_line(shown[shown["on_front"]])
+    fig.add_trace(go.Scatter(x=fx, y=fy, mode="lines", line={"shape": "hv", "color": "#d62728"},
+                             name="Pareto front", hoverinfo="skip", visible=visible))
+    fig.add_trace(go.Scatter(
+        x=refs["x"], y=refs["y"], mode="markers+text", text=refs["method"], textposition="bottom right",
+        textfont={"size": 9, "color": "#2ca02c"}, name="published, not re-measured",
+        marker={"symbol": "star-open", "size": 12, "color": "#2ca02c"},
+        customdata=[[str(m), str(s)] for m, s in zip(refs["method"], refs["source"], strict=True)],
+        hovertemplate="<b>%{customdata[0]}</b> (published, not re-measured)<br>x=%{x:.4g}<br>y=%{y:.4f}"
+                      "<br>%{customdata[1]}<extra></extra>", visible=visible,
+    ))
+    return start, len(fig.data)
+
+
+def plotly_figure(panels: Sequence[Panel], *, y: str, selection: Selection, coverage: str = "") -> Any:
     """One plotly figure with a dropdown that switches between targets (one panel per target)."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    spans: list[tuple[int, int]] = []
-    hover = ("<b>%{customdata[0]}</b><br>x=%{x:.4g}<br>y=%{y:.4f}<br>precision: %{customdata[1]}"
-             "<br>settings: %{customdata[2]}<br>%{customdata[4]}<br>%{customdata[3]}<extra></extra>")
-    for k, (_target, _axis, pts, refs) in enumerate(panels):
-        start = len(fig.data)
-        vis = k == 0
-        shown = pts[np.isfinite(pts["x"]) & np.isfinite(pts["y"]) & (pts["x"] > 0)]
-        for label, sel, style in (
-            ("outside budgets / precisions", ~shown["eligible"], {"symbol": "x", "color": "#999"}),
-            ("measured variant", shown["eligible"] & ~shown["on_front"], {"color": "#1f77b4"}),
-            ("on the Pareto front", shown["on_front"], {"color": "#d62728", "size": 10}),
-        ):
-            part = shown[sel]
-            fig.add_trace(go.Scatter(
-                x=part["x"], y=part["y"], mode="markers+text", text=_labels(part), textposition="top right",
-                textfont={"size": 9}, marker=style, name=label, customdata=_hover(part), hovertemplate=hover,
-                visible=vis, legendgroup=label,
-            ))
-        fx, fy = _front_line(shown[shown["on_front"]])
-        fig.add_trace(go.Scatter(x=fx, y=fy, mode="lines", line={"shape": "hv", "color": "#d62728"},
-                                 name="Pareto front", hoverinfo="skip", visible=vis))
-        fig.add_trace(go.Scatter(
-            x=refs["x"], y=refs["y"], mode="markers+text", text=refs["method"], textposition="bottom right",
-            textfont={"size": 9, "color": "#2ca02c"}, name="published, not re-measured",
-            marker={"symbol": "star-open", "size": 12, "color": "#2ca02c"},
-            customdata=[[str(m), str(s)] for m, s in zip(refs["method"], refs["source"], strict=True)],
-            hovertemplate="<b>%{customdata[0]}</b> (published, not re-measured)<br>x=%{x:.4g}<br>y=%{y:.4f}"
-                          "<br>%{customdata[1]}<extra></extra>", visible=vis,
-        ))
-        spans.append((start, len(fig.data)))
+    spans = [_add_panel(fig, pts, refs, k == 0) for k, (_t, _a, pts, refs) in enumerate(panels)]
     buttons = []
     sel_label = selection.label() + coverage
     for k, (target, axis, _pts, _refs) in enumerate(panels):
@@ -1080,6 +1089,84 @@ def plotly_figure(panels: Sequence[tuple[Target, Axis, pd.DataFrame, pd.DataFram
     return fig
 
 
+# The data-set and target selectors of the combined page: plain <select>s that show one panel's traces.
+# Opening the page with #<selection>/<target> (e.g. #live1-q10-idcn-rgb/cpu-ov-int8) shows that panel.
+_INDEX_JS = """
+(function () {
+  var gd = document.getElementById('{plot_id}'), V = %s;
+  var bar = document.createElement('div');
+  bar.id = 'compress-selectors';
+  bar.style.cssText = 'font: 14px sans-serif; margin: 8px 0 0 60px';
+  function pick(label, names) {
+    var l = document.createElement('label'), s = document.createElement('select');
+    l.textContent = label + ' ';
+    l.style.marginRight = '24px';
+    names.forEach(function (n, i) {
+      var o = document.createElement('option'); o.value = String(i); o.textContent = n; s.appendChild(o);
+    });
+    l.appendChild(s); bar.appendChild(l); return s;
+  }
+  var sel = pick('data set:', V.selections), tgt = pick('target:', V.targets);
+  function show() {
+    var s = +sel.value, t = +tgt.value, span = V.spans[s][t], mask = [];
+    for (var i = 0; i < V.n; i++) { mask.push(i >= span[0] && i < span[1]); }
+    history.replaceState(null, '', '#' + V.slugs[s] + '/' + V.names[t]);
+    return Plotly.update(gd, {visible: mask}, {'title.text': V.titles[s][t], 'xaxis.title.text': V.xlabels[s][t],
+                                               'xaxis.autorange': true, 'yaxis.autorange': true});
+  }
+  var want = decodeURIComponent(location.hash.slice(1)).split('/');
+  if (V.slugs.indexOf(want[0]) >= 0) { sel.value = String(V.slugs.indexOf(want[0])); }
+  if (want.length > 1 && V.names.indexOf(want[1]) >= 0) { tgt.value = String(V.names.indexOf(want[1])); }
+  sel.addEventListener('change', show);
+  tgt.addEventListener('change', show);
+  gd.parentNode.insertBefore(bar, gd);
+  window.compressShow = function (s, t) { sel.value = String(s); tgt.value = String(t); return show(); };
+  if (sel.value !== '0' || tgt.value !== '0') { show(); }
+})();
+"""
+
+
+def index_figure(pages: Sequence[tuple[Selection, str, Sequence[Panel]]], *, y: str) -> tuple[Any, str]:
+    """One plotly figure holding every selection's panels (``pages``: selection, coverage note, one panel per
+    target, the same targets in each) and the script of its two selectors (data set x quality x protocol,
+    and target): one copy of plotly.js for all the fronts of a folder.
+
+    Returns:
+        The figure (the first selection's first target shown) and the ``post_script`` for ``write_html``.
+    """
+    import json
+
+    import plotly.graph_objects as go
+
+    if not pages or not pages[0][2]:
+        raise CompressError("no fronts to draw")
+    targets = [t for t, _a, _p, _r in pages[0][2]]
+    fig = go.Figure()
+    spans, titles, xlabels = [], [], []
+    for k, (sel, coverage, panels) in enumerate(pages):
+        if [t.name for t, _a, _p, _r in panels] != [t.name for t in targets]:
+            raise CompressError(f"{sel.slug()}: its targets differ from {pages[0][0].slug()}'s")
+        spans.append([_add_panel(fig, pts, refs, k == 0 and j == 0) for j, (_t, _a, pts, refs) in enumerate(panels)])
+        titles.append([f"{t.label()}: {sel.label()}{coverage}" for t, _a, _p, _r in panels])
+        xlabels.append([a.label() for _t, a, _p, _r in panels])
+    fig.update_layout(
+        title={"text": titles[0][0]}, xaxis={"type": "log", "title": {"text": xlabels[0][0]}},
+        yaxis={"title": {"text": y}}, template="plotly_white", hovermode="closest", margin={"t": 80},
+    )
+    view = {"selections": [sel.label() + cov for sel, cov, _p in pages], "slugs": [sel.slug() for sel, _c, _p in pages],
+            "targets": [t.label() for t in targets], "names": [t.name for t in targets], "spans": spans,
+            "titles": titles, "xlabels": xlabels, "n": len(fig.data)}
+    return fig, _INDEX_JS % json.dumps(view, sort_keys=True)
+
+
+def write_index_html(pages: Sequence[tuple[Selection, str, Sequence[Panel]]], path: str | Path, *, y: str) -> Path:
+    """The combined page of :func:`index_figure`: one self-contained file (plotly.js inline, no CDN)."""
+    fig, script = index_figure(pages, y=y)
+    p = Path(path)
+    fig.write_html(str(p), include_plotlyjs=True, full_html=True, div_id="compress-fronts", post_script=script)
+    return p
+
+
 # ---------------------------------------------------------------------------------------------
 # writing
 
@@ -1088,15 +1175,25 @@ def write_fronts(
     tables: Tables, targets: Sequence[Target], selection: Selection, out_dir: str | Path, *,
     x: CostAxis | str = CostAxis.auto, y: QualityAxis | str = QualityAxis.psnr,
     resolution: str = Resolution.p720.value, quality_from: QualityFrom | str = QualityFrom.deployed,
-    latency_per: LatencyPer | str = LatencyPer.architecture, seeds: Seeds | str = Seeds.mean,
+    latency_per: LatencyPer | str = LatencyPer.architecture, seeds: Seeds | str = Seeds.mean, html: bool = True,
 ) -> list[Path]:
     """Fronts of every target for one selection: ``front.csv``, ``points.csv``, ``front-<target>.png/.svg``
-    and one self-contained ``fronts.html`` (plotly.js inline) with a target selector. ``quality_from``,
-    ``latency_per`` and ``seeds``: see :func:`target_points`.
+    and (``html``) one self-contained ``fronts.html`` (plotly.js inline) with a target selector.
+    ``quality_from``, ``latency_per`` and ``seeds``: see :func:`target_points`.
 
     Returns:
         The files written.
     """
+    return _write_selection(tables, targets, selection, out_dir, x=x, y=y, resolution=resolution,
+                            quality_from=quality_from, latency_per=latency_per, seeds=seeds, html=html)[0]
+
+
+def _write_selection(
+    tables: Tables, targets: Sequence[Target], selection: Selection, out_dir: str | Path, *,
+    x: CostAxis | str, y: QualityAxis | str, resolution: str, quality_from: QualityFrom | str,
+    latency_per: LatencyPer | str, seeds: Seeds | str, html: bool,
+) -> tuple[list[Path], list[Panel], str]:
+    """:func:`write_fronts`, also returning the panels drawn and the selection's coverage note."""
     from matplotlib import rc_context
 
     if not targets:
@@ -1106,7 +1203,7 @@ def write_fronts(
     yq = QualityAxis(y)
     coverage = coverage_note(tables, selection)
     scored, at_quality = tables.coverage(selection)
-    panels = []
+    panels: list[Panel] = []
     tables_out = []
     written: list[Path] = []
     for t in targets:
@@ -1136,11 +1233,12 @@ def write_fronts(
     for name, df in (("front.csv", front), ("points.csv", allpts)):
         df.to_csv(out / name, index=False)
         written.append(out / name)
-    fig = plotly_figure(panels, y=yq.value, selection=selection, coverage=coverage)
-    html = out / "fronts.html"
-    fig.write_html(str(html), include_plotlyjs=True, full_html=True, div_id="compress-fronts")  # fixed id: same bytes
-    written.append(html)
-    return written
+    if html:
+        fig = plotly_figure(panels, y=yq.value, selection=selection, coverage=coverage)
+        page = out / "fronts.html"
+        fig.write_html(str(page), include_plotlyjs=True, full_html=True, div_id="compress-fronts")  # fixed id
+        written.append(page)
+    return written, panels, coverage
 
 
 def export_fronts(
@@ -1156,8 +1254,10 @@ def export_fronts(
     ``min_variants``: skip a selection scored for fewer variants than this (a set only a few variants were
     rescored on, or a single baseline, makes a front that compares nothing); ``log`` names each skipped one.
 
-    Writes ``<out_dir>/<dataset>-q<quality>-<protocol>/`` per selection (see :func:`write_fronts`), with
-    the per-target ``auto`` x axis (measured latency where measured, else true TFLOPS).
+    Writes ``<out_dir>/<dataset>-q<quality>-<protocol>/`` per selection (see :func:`write_fronts`; no
+    ``fronts.html`` there), with the per-target ``auto`` x axis (measured latency where measured, else true
+    TFLOPS), and one self-contained ``<out_dir>/fronts.html`` with every selection's fronts and two
+    selectors, data set and target (:func:`index_figure`): one copy of plotly.js (4.8 MB) for all of them.
 
     Returns:
         Every file written.
@@ -1166,13 +1266,20 @@ def export_fronts(
     tables = load_tables(dirs, machine)
     ts = get_targets(None) if targets is None else [t if isinstance(t, Target) else get_target(t) for t in targets]
     written: list[Path] = []
-    for sel in tables.selections():
+    pages: list[tuple[Selection, str, Sequence[Panel]]] = []
+    # LIVE1 (the brief's table) first, then the other sets; each by quality
+    for sel in sorted(tables.selections(), key=lambda s: (s.dataset != "live1", s.dataset, s.quality, s.protocol)):
         q = tables.quality
         n = q[(q["dataset"] == sel.dataset) & (q["quality"] == sel.quality) & (q["protocol"] == sel.protocol)]
         if n["key"].nunique() < min_variants:
             if log is not None:
                 log(f"skipped {sel.slug()}: {n['key'].nunique()} variant(s) scored, fewer than {min_variants}")
             continue
-        written += write_fronts(tables, ts, sel, Path(out_dir) / sel.slug(), y=y, resolution=resolution,
-                                quality_from=quality_from, latency_per=latency_per, seeds=seeds)
+        files, panels, coverage = _write_selection(
+            tables, ts, sel, Path(out_dir) / sel.slug(), x=CostAxis.auto, y=y, resolution=resolution,
+            quality_from=quality_from, latency_per=latency_per, seeds=seeds, html=False)
+        written += files
+        pages.append((sel, coverage, panels))
+    if pages:
+        written.append(write_index_html(pages, Path(out_dir) / "fronts.html", y=QualityAxis(y).value))
     return written

@@ -951,7 +951,10 @@ def results_readme() -> str:
         "the front members only, published reference "
         "points drawn apart as 'published, not re-measured'; when a few points lie far below the rest, the y axis "
         "keeps the top 2 dB and marks those at its lower edge with their value).",
-        "- `fronts.html`: one self-contained interactive page (plotly.js inline); a selector switches targets.",
+        "- `fronts.html`: one self-contained interactive page (plotly.js inline); a selector switches targets. "
+        "`compress pareto --all` writes one `fronts.html` beside the selection folders instead, with every "
+        "selection's fronts and two selectors (data set x quality x protocol, and target; `fronts.html#<selection>/"
+        "<target>` opens one): one copy of plotly.js (4.8 MB) instead of one per selection.",
         "",
         "### points.csv / front.csv columns",
         "",

@@ -195,9 +195,13 @@ def to_markdown(table: pd.DataFrame, fronts: str | Path | None = None) -> str:
     ]
     if fronts is not None:
         sel = Selection(str(g["goal_dataset"]), int(g["goal_quality"]), str(g["goal_protocol"])).slug()
-        folder = f"{Path(fronts).as_posix().rstrip('/')}/{sel}/"
+        root = Path(fronts).as_posix().rstrip("/")
+        folder = f"{root}/{sel}/"
+        # compress pareto --dataset writes fronts.html in the selection's folder, --all one page beside them
+        page = (", `fronts.html`" if Path(folder, "fronts.html").is_file() else
+                f"; interactive: `{root}/fronts.html#{sel}`" if Path(root, "fronts.html").is_file() else "")
         lines += [f"The measured fronts (ms/frame vs PSNR per target) from the same tables and machine(s): "
-                  f"`{folder}` (`front-<target>.png` / `.svg`, `front.csv`, `points.csv`, `fronts.html`).", ""]
+                  f"`{folder}` (`front-<target>.png` / `.svg`, `front.csv`, `points.csv`{page}).", ""]
     lines += [
         "| target | resolution | qualifying variant | PSNR | ms | met | over budget (ms) | x budget | fastest variant "
         "| its PSNR | ms | best PSNR (ms) | short by (dB) | GMAC/s on the fastest | GMAC/frame in budget |",

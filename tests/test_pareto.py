@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import re
 import shutil
 import subprocess
@@ -526,10 +528,36 @@ def test_html_is_one_self_contained_file(results: Path, tmp_path: Path) -> None:
         assert name in html, name
 
 
+def test_one_page_holds_every_selection_with_one_copy_of_plotly(results: Path, tmp_path: Path) -> None:
+    """export_fronts writes one self-contained fronts.html for all its selections: a data-set selector and a
+    target selector over every (selection, target) panel, plotly.js inline once."""
+    q = pd.read_csv(results / "quality.csv")
+    b200 = q[(q["quality"] == 10) & q["variant"].isin(["arcnn", "fast", "tiny-w4", "slow"])].assign(dataset="b200")
+    pd.concat([q, b200]).to_csv(results / "quality.csv", index=False)
+    targets = ["cpu-ort-fp32", "edge-npu"]
+    export_fronts(results, targets, tmp_path / "fronts")
+    html = (tmp_path / "fronts" / "fronts.html").read_text(encoding="utf-8")
+    assert html.count("<html") == 1 and not re.search(r"<script[^>]*\bsrc=", html)
+    assert len(re.findall(r"plotly\.js v\d", html)) == 1  # the library once, not once per selection
+    view = json.loads(re.search(r"V = (\{.*?\});\n", html).group(1))
+    # LIVE1 first, then the other sets; b200 is scored for 4 of the 8 variants and says so
+    assert view["slugs"] == ["live1-q10-idcn-rgb", "live1-q20-idcn-rgb", "b200-q10-idcn-rgb"]
+    assert view["selections"][2] == f"b200, q10, idcn-rgb (scored for 4 of the {len(VARIANTS)} variants at q10)"
+    assert view["names"] == targets and view["targets"][1] == "edge-npu (illustrative)"
+    spans = [span for per_sel in view["spans"] for span in per_sel]
+    assert len(spans) == 6 and spans[0][0] == 0 and spans[-1][1] == view["n"]
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))  # every trace in exactly one panel
+    assert view["titles"][1][1] == "edge-npu (illustrative): live1, q20, idcn-rgb"
+    # the page's panels are the per-selection folders' tables
+    pts = pd.read_csv(tmp_path / "fronts" / "b200-q10-idcn-rgb" / "points.csv")
+    assert set(pts["key"]) == {"arcnn", "fast", "tiny-w4", "slow"}
+
+
 def test_export_fronts_every_selection(results: Path, tmp_path: Path) -> None:
     files = export_fronts(results, ["edge-npu"], tmp_path / "fronts")
-    assert {f.parent.name for f in files} == {"live1-q10-idcn-rgb", "live1-q20-idcn-rgb"}
-    assert (tmp_path / "fronts" / "live1-q20-idcn-rgb" / "fronts.html").is_file()
+    assert {f.parent.name for f in files} == {"live1-q10-idcn-rgb", "live1-q20-idcn-rgb", "fronts"}
+    assert (tmp_path / "fronts" / "fronts.html") in files  # one page for all selections
+    assert not (tmp_path / "fronts" / "live1-q20-idcn-rgb" / "fronts.html").exists()
     q = load_tables([results]).quality
     most = int(q.groupby(["quality"])["key"].nunique().max())
     said: list[str] = []
@@ -783,3 +811,41 @@ def test_log_axis_ticks_are_plain_numbers() -> None:
 
     assert [_short_number(v) for v in (0.2, 0.5, 1.0, 30.0, 200_000.0, 1_500_000.0)] == [
         "0.2", "0.5", "1", "30", "200k", "1.5M"]
+
+
+@pytest.mark.slow
+def test_the_combined_page_switches_data_set_and_target_in_headless_chromium(results: Path, tmp_path: Path) -> None:
+    """export_fronts' one page: the two selectors are drawn, a #selection/target link opens that panel, and a
+    change of selection shows only that panel's traces under its title."""
+    browser = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+    if browser is None:
+        pytest.skip("no chromium binary (apt install chromium): the browser check needs one")
+    export_fronts(results, ["cpu-ort-fp32", "edge-npu"], tmp_path / "fronts")
+    page = tmp_path / "fronts" / "fronts.html"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--window-size=1000,700", "--virtual-time-budget=5000"]
+
+    def dom(url: str) -> str:
+        out = subprocess.run([browser, *flags, "--dump-dom", url], check=True, capture_output=True, text=True,
+                             timeout=120).stdout
+        return re.sub(r"<script.*?</script>", "", out, flags=re.S)
+
+    first = dom(page.as_uri())
+    assert 'id="compress-selectors"' in first and first.count("<select") == 2
+    titles = re.findall(r'class="gtitle"[^>]*>([^<]*)<', first)
+    assert titles and titles[0] == "cpu-ort-fp32: live1, q10, idcn-rgb"
+    linked = dom(page.as_uri() + "#live1-q20-idcn-rgb/edge-npu")  # a deep link opens that panel
+    titles = re.findall(r'class="gtitle"[^>]*>([^<]*)<', linked)
+    assert titles and titles[0] == "edge-npu (illustrative): live1, q20, idcn-rgb", titles
+    # choose the second selection and the first target, as the selectors' change handler does
+    press = ("<script>window.addEventListener('load', function () { window.compressShow(1, 0).then(function () {"
+             " var gd = document.getElementById('compress-fronts');"
+             " document.body.setAttribute('data-shown', gd.data.filter(function (t) { return t.visible === true; })"
+             ".length + '|' + location.hash); }); });</script></body>")
+    switched = tmp_path / "fronts" / "switched.html"
+    switched.write_text(page.read_text(encoding="utf-8").replace("</body>", press, 1), encoding="utf-8")
+    after = dom(switched.as_uri())
+    shown = re.search(r'data-shown="([^"]*)"', after)
+    assert shown is not None, "the selectors' update did not finish in the browser"
+    assert shown.group(1) == "5|#live1-q20-idcn-rgb/cpu-ort-fp32"  # one panel's 5 traces; the link follows
+    titles = re.findall(r'class="gtitle"[^>]*>([^<]*)<', after)
+    assert titles and titles[0] == "cpu-ort-fp32: live1, q20, idcn-rgb", titles

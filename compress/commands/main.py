@@ -53,5 +53,5 @@ def run(args: argparse.Namespace) -> int:
         written = export_fronts(folder, None, folder / "pareto")
         pngs = [p for p in written if p.suffix == ".png"]
         print(f"{name}: table {folder / 'variants.csv'}; {len(pngs)} front plot(s), e.g. "
-              f"{pngs[0] if pngs else '(none)'}; interactive: {folder / 'pareto'}/*/fronts.html")
+              f"{pngs[0] if pngs else '(none)'}; interactive: {folder / 'pareto' / 'fronts.html'}")
     return 0

@@ -14,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="Pareto fronts (quality vs cost) per hardware target, with PNG/SVG/HTML plots",
         description="Reads quality.csv, cost.csv and latency.csv of each RESULTS folder and writes, for one "
         "dataset x JPEG quality x protocol (or --all of them), front.csv, points.csv, front-<target>.png/.svg "
-        "and one self-contained fronts.html with a target selector. Only variants a target can run (precision "
+        "and one self-contained fronts.html with a target selector (--all: one fronts.html for every selection, "
+        "with a data-set selector too). Only variants a target can run (precision "
         "and budgets) compete; published reference points are drawn apart, never on a front.",
     )
     p.add_argument("results", nargs="+", metavar="RESULTS", help="results folders (results/<recipe>)")
