@@ -631,8 +631,13 @@ def target_points(
     pts["y_sd"] = np.nan
     pts["members"] = pts["key"]
     if Seeds(seeds) is Seeds.mean:
+        # every variant at this quality and protocol, whichever sets scored it: a condition's replicates
+        every = tables.quality[(tables.quality["quality"] == selection.quality)
+                               & (tables.quality["protocol"] == selection.protocol)].drop_duplicates("key")
+        every_names = every["variant_name"] if "variant_name" in every.columns else every["variant"]
+        replicates = _condition_groups(every["results"], every_names, condition_pools(tables, every["key"]))
         pts = _merge_seeds(pts, q["variant_name"] if "variant_name" in q.columns else q["variant"], tables.shippable,
-                           pools=condition_pools(tables, pts["key"]))
+                           pools=condition_pools(tables, pts["key"]), replicates=replicates.value_counts())
     if len(target.precisions) > 1:  # the plot says which of the target's precisions each point runs at
         pts["label"] = [f"{lab} @{p}" if p else str(lab) for lab, p in zip(pts["label"], pts["precision"], strict=True)]
     pts = pts.drop(columns="_untimed_only")
@@ -656,8 +661,15 @@ def condition_pools(tables: Tables, keys: pd.Series) -> pd.Series:
                      index=keys.index, dtype=object)
 
 
+def _condition_groups(results: pd.Series, names: pd.Series, pools: pd.Series | None) -> pd.Series:
+    """The seed-condition id of each variant (see :func:`_merge_seeds`): its pool where it has one, else its
+    results folder and name without the seed."""
+    group = results.astype(str) + "\0" + pd.Series([condition_of(n) for n in names.astype(str)], index=names.index)
+    return group if pools is None else pools.astype(object).where(pools.notna(), "n:" + group)
+
+
 def _merge_seeds(pts: pd.DataFrame, names: pd.Series, shippable: frozenset[str] = frozenset(),
-                 pools: pd.Series | None = None) -> pd.DataFrame:
+                 pools: pd.Series | None = None, replicates: pd.Series | None = None) -> pd.DataFrame:
     """One point per condition (see :func:`target_points`, ``seeds=mean``), shipped as the replicate nearest
     the mean among those in ``shippable`` (whose ONNX is there) where there are any.
 
@@ -666,14 +678,18 @@ def _merge_seeds(pts: pd.DataFrame, names: pd.Series, shippable: frozenset[str] 
     it is in (a recipe that only adds seeds to another's cell joins it; two settings whose names were cut to
     one stay apart). It is labelled by its first member. Only the scores of the commonest source among the
     replicates are averaged (a runtime's scores are never mixed with torch's); a condition is eligible when
-    every replicate is, else it takes the first reason.
+    every replicate is, else it takes the first reason. ``replicates``: how many variants each condition id
+    has at this quality on any data set (:func:`_condition_groups`), so that a set scored for some of them
+    says "(mean of 2 of 3 seeds)".
     """
     pts = pts.assign(condition=[condition_of(n) for n in names.astype(str)])
-    group = pts["results"].astype(str) + "\0" + pts["condition"].astype(str)
-    if pools is not None:
-        group = pools.astype(object).where(pools.notna(), "n:" + group)
+    group = _condition_groups(pts["results"], pd.Series(names.to_numpy(), index=pts.index), pools)
     rows = []
-    for _, g in pts.groupby(group, sort=False):
+    for gid, g in pts.groupby(group, sort=False):
+        n_run = max(len(g), int(replicates.get(gid, 0))) if replicates is not None else len(g)
+        if n_run > len(g) == 1:  # one replicate scored here, of several run: its label says so
+            g = g.copy()
+            g["label"] = g["label"].astype(str) + f" (1 of {n_run} seeds)"
         if len(g) == 1:
             rows.append(g.iloc[0])
             continue
@@ -701,7 +717,7 @@ def _merge_seeds(pts: pd.DataFrame, names: pd.Series, shippable: frozenset[str] 
             row["reason"] = ""
         first = g.iloc[0]  # the condition's name: its first member's (the sweep's cell, not an added seed)
         prefix = f"{first['results']}/" if str(row["label"]).startswith(f"{row['results']}/") else ""
-        row["label"] = prefix + seeds_label(str(first["condition"]), len(ys), len(g))
+        row["label"] = prefix + seeds_label(str(first["condition"]), len(ys), n_run)
         rows.append(row)
     return pd.DataFrame(rows).drop(columns="condition").reset_index(drop=True).infer_objects()
 

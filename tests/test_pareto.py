@@ -306,6 +306,28 @@ def test_labels_name_the_recipe_when_points_come_from_several(tmp_path: Path) ->
     assert list(one["label"]) == ["seed0"]
 
 
+def test_a_set_scored_for_some_replicates_counts_the_others(tmp_path: Path) -> None:
+    """On a set rescored for 2 of a condition's 3 seeds the point says "mean of 2 of 3 seeds"; with 1 scored,
+    "(1 of 3 seeds)"; LIVE1, where all three are scored, "mean of 3 seeds"."""
+    fast = VARIANTS["fast"]
+    res = make_results(tmp_path / "r", {
+        "p-seed1": (26.90, *fast[1:]), "p-seed2": (26.95, *fast[1:]), "p-seed3": (26.97, *fast[1:]),
+        "arcnn": VARIANTS["arcnn"],
+    })
+    q = pd.read_csv(res / "quality.csv")
+    at10 = q[q["quality"] == 10]
+    extra = [at10[at10["variant"].isin(["p-seed1", "p-seed2", "arcnn"])].assign(dataset="b200"),
+             at10[at10["variant"].isin(["p-seed3", "arcnn"])].assign(dataset="kodak24")]
+    pd.concat([q, *extra]).to_csv(res / "quality.csv", index=False)
+    tables = load_tables([res])
+    t = get_target("cpu-ort-fp32")
+    labels = {sel: set(target_points(tables, t, Selection(sel, 10, "idcn-rgb"), x="params")[0]["label"])
+              for sel in ("live1", "b200", "kodak24")}
+    assert labels["live1"] == {"p (mean of 3 seeds)", "arcnn"}
+    assert labels["b200"] == {"p (mean of 2 of 3 seeds)", "arcnn"}
+    assert labels["kodak24"] == {"p-seed3 (1 of 3 seeds)", "arcnn"}
+
+
 def test_seed_replicates_are_one_point_at_their_mean(tmp_path: Path) -> None:
     """seeds=mean (the default): p-seed1..3 (one condition, same cost) are one point at their mean PSNR, shipped as
     the replicate nearest the mean; q, at the same cost, beats p's best seed's rival only by luck of the draw."""
