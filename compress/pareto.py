@@ -1262,18 +1262,21 @@ def export_fronts(
     y: QualityAxis | str = QualityAxis.psnr, resolution: str = Resolution.p720.value,
     quality_from: QualityFrom | str = QualityFrom.deployed, latency_per: LatencyPer | str = LatencyPer.architecture,
     machine: str | Sequence[str] | None = None, seeds: Seeds | str = Seeds.mean, min_variants: int = 1,
-    log: Callable[[str], None] | None = None,
+    log: Callable[[str], None] | None = None, x: CostAxis | str = CostAxis.auto, dataset: str | None = None,
+    quality: int | None = None, protocol: str | None = None,
 ) -> list[Path]:
     """Fronts for every target (default: all shipped) and every dataset x quality x protocol of the results.
 
     ``machine``: whose latency and deployed rows (see :func:`load_tables`; default the latest).
     ``min_variants``: skip a selection scored for fewer variants than this (a set only a few variants were
     rescored on, or a single baseline, makes a front that compares nothing); ``log`` names each skipped one.
+    ``dataset``, ``quality``, ``protocol``: only the selections with these (None: any).
 
     Writes ``<out_dir>/<dataset>-q<quality>-<protocol>/`` per selection (see :func:`write_fronts`; no
-    ``fronts.html`` there), with the per-target ``auto`` x axis (measured latency where measured, else true
-    TFLOPS), and one self-contained ``<out_dir>/fronts.html`` with every selection's fronts and two
-    selectors, data set and target (:func:`index_figure`): one copy of plotly.js (4.8 MB) for all of them.
+    ``fronts.html`` there), on the x axis ``x`` (default ``auto``, per target: measured latency where
+    measured, else true TFLOPS), and one self-contained ``<out_dir>/fronts.html`` with every selection's
+    fronts and two selectors, data set and target (:func:`index_figure`): one copy of plotly.js (4.8 MB)
+    for all of them.
 
     Returns:
         Every file written.
@@ -1285,6 +1288,9 @@ def export_fronts(
     pages: list[tuple[Selection, str, Sequence[Panel]]] = []
     # LIVE1 (the brief's table) first, then the other sets; each by quality
     for sel in sorted(tables.selections(), key=lambda s: (s.dataset != "live1", s.dataset, s.quality, s.protocol)):
+        if any(want is not None and want != got for want, got in
+               ((dataset, sel.dataset), (quality, sel.quality), (protocol, sel.protocol))):
+            continue
         q = tables.quality
         n = q[(q["dataset"] == sel.dataset) & (q["quality"] == sel.quality) & (q["protocol"] == sel.protocol)]
         if n["key"].nunique() < min_variants:
@@ -1292,7 +1298,7 @@ def export_fronts(
                 log(f"skipped {sel.slug()}: {n['key'].nunique()} variant(s) scored, fewer than {min_variants}")
             continue
         files, panels, coverage = _write_selection(
-            tables, ts, sel, Path(out_dir) / sel.slug(), x=CostAxis.auto, y=y, resolution=resolution,
+            tables, ts, sel, Path(out_dir) / sel.slug(), x=x, y=y, resolution=resolution,
             quality_from=quality_from, latency_per=latency_per, seeds=seeds, html=False)
         written += files
         pages.append((sel, coverage, panels))

@@ -580,6 +580,10 @@ def test_export_fronts_every_selection(results: Path, tmp_path: Path) -> None:
     assert {f.parent.name for f in files} == {"live1-q10-idcn-rgb", "live1-q20-idcn-rgb", "fronts"}
     assert (tmp_path / "fronts" / "fronts.html") in files  # one page for all selections
     assert not (tmp_path / "fronts" / "live1-q20-idcn-rgb" / "fronts.html").exists()
+    export_fronts(results, ["edge-npu"], tmp_path / "by-params", x="params")  # one cost axis for every selection
+    assert set(pd.read_csv(tmp_path / "by-params" / "live1-q20-idcn-rgb" / "points.csv")["cost_axis"]) == {"params"}
+    some = export_fronts(results, ["edge-npu"], tmp_path / "q20", quality=20, dataset="live1")  # a filter
+    assert {f.parent.name for f in some} == {"live1-q20-idcn-rgb", "q20"}
     q = load_tables([results]).quality
     most = int(q.groupby(["quality"])["key"].nunique().max())
     said: list[str] = []

@@ -44,7 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--dataset", help="dataset of the quality rows (needed when the table has several)")
     p.add_argument("--quality", type=int, help="JPEG quality of the quality rows")
     p.add_argument("--protocol", help="evaluation protocol of the quality rows")
-    p.add_argument("--all", action="store_true", help="every dataset x quality x protocol, one sub-folder each")
+    p.add_argument("--all", action="store_true",
+                   help="every dataset x quality x protocol (those of --dataset / --quality / --protocol where given), "
+                   "one sub-folder each and one fronts.html for all")
     p.add_argument("--min-variants", type=int, default=1, metavar="N",
                    help="--all: skip a dataset x quality x protocol scored for fewer than N variants (default "
                    "%(default)s; e.g. a set only a few variants were rescored on)")
@@ -62,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     if args.all:
         files = export_fronts(args.results, targets, args.out, y=args.y, resolution=args.resolution,
                               quality_from=args.quality_from, latency_per=args.latency_per, machine=args.machine,
-                              seeds=args.seeds, min_variants=args.min_variants, log=print)
+                              seeds=args.seeds, min_variants=args.min_variants, log=print, x=args.x,
+                              dataset=args.dataset, quality=args.quality, protocol=args.protocol)
     else:
         tables = load_tables(args.results, args.machine)
         sel = resolve_selection(tables, args.dataset, args.quality, args.protocol)
