@@ -167,3 +167,25 @@ def test_an_export_only_variant_is_rescored_from_its_student_checkpoint(
     save_checkpoint(ckpt, build_model("fast_arcnn"), arch="fast_arcnn", channels=3)
     out = rescore_results(folder, dataset="b200", data_root=str(data), progress=False, out=lines.append)
     assert [o.status for o in out] == ["no-weights"]
+
+
+def test_run_also_scores_more_sets_while_the_weights_are_there(
+    finished: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """compress run --also-score kodak24: the run's variants get kodak24 rows (as compress rescore writes them)
+    and their cards show them; running again scores nothing twice."""
+    _, data = finished
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(TINY)
+    args = ["run", str(recipe), "--results", str(tmp_path / "results"), "--data-root", str(data), "--threads", "1",
+            "--no-progress", "--also-score", "kodak24"]
+    assert main(args) == 0
+    folder = tmp_path / "results" / "tiny-rescore"
+    q = read_table(folder / "quality.csv")
+    assert sorted(q.loc[q["dataset"] == "kodak24", "quality"]) == [10, 20]
+    assert all(RESCORED_NOTE in n for n in q.loc[q["dataset"] == "kodak24", "notes"])
+    assert "kodak24" in (_variant(folder) / "README.md").read_text()
+    before = (folder / "quality.csv").read_bytes()
+    capsys.readouterr()
+    assert main(args) == 0  # the variant is done and so are its kodak24 rows
+    assert "already scored" in capsys.readouterr().out and (folder / "quality.csv").read_bytes() == before

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 
@@ -32,6 +33,9 @@ def register(sub: Any) -> None:
     p.add_argument("--workers", type=int, metavar="N", help="variants at once (--executor local: default one per core)")
     p.add_argument("--address", metavar="ADDR",
                    help="Ray cluster to join (auto, ray://HOST:10001); default: start a local one")
+    p.add_argument("--also-score", action="append", metavar="DATASET",
+                   help="then score the variants on this data set too (repeatable: --also-score kodak24 --also-score "
+                   "b200), while their weights are at hand; as compress rescore --skip-done, cards refreshed")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -40,7 +44,6 @@ def run(args: argparse.Namespace) -> int:
     """Parse, then hand over to :func:`compress.run.run_recipes`."""
     import logging
     import warnings
-    from pathlib import Path
 
     from compress.run import RunOptions, run_recipes
 
@@ -55,4 +58,26 @@ def run(args: argparse.Namespace) -> int:
     if not args.dry_run:
         ran = sum(o.status == "ran" for o in outcomes)
         print(f"{ran} variant(s) run, {len(outcomes) - ran} skipped; tables in {args.results}/<recipe>/")
+        if args.also_score:
+            also_score(outcomes, args.also_score, data_root=args.data_root, threads=args.threads,
+                       progress=not args.no_progress)
     return 0
+
+
+def also_score(outcomes: Any, datasets: list[str], *, data_root: str | None, threads: int | None,
+               progress: bool) -> None:
+    """Score the run's variants (:class:`compress.run.VariantOutcome`) on more data sets with
+    :func:`compress.rescore.rescore_results` (``skip_done``), and refresh the cards of those scored."""
+    from compress.cards import write_variant_cards
+    from compress.rescore import rescore_results
+
+    folders: dict[Path, list[str]] = {}
+    for o in outcomes:
+        folders.setdefault(Path(o.folder).parent, []).append(o.variant)
+    for folder, variants in folders.items():
+        for dataset in datasets:
+            done = rescore_results(folder, dataset=dataset, only=variants, skip_done=True, data_root=data_root,
+                                   threads=threads, progress=progress)
+            scored = [o.variant for o in done if o.status == "scored"]
+            if scored:
+                write_variant_cards(folder, only=scored)
