@@ -213,7 +213,10 @@ class Tables:
 def coverage_note(tables: Tables, selection: Selection) -> str:
     """`` (scored for n of the N variants at q..)`` where the selection's dataset covers only some of the
     variants its quality and protocol have elsewhere, else empty: a front drawn among a subset says so."""
-    n, total = tables.coverage(selection)
+    return _coverage_text(selection, *tables.coverage(selection))
+
+
+def _coverage_text(selection: Selection, n: int, total: int) -> str:
     return f" (scored for {n} of the {total} variants at q{selection.quality})" if n < total else ""
 
 
@@ -1217,8 +1220,8 @@ def _write_selection(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     yq = QualityAxis(y)
-    coverage = coverage_note(tables, selection)
     scored, at_quality = tables.coverage(selection)
+    coverage = _coverage_text(selection, scored, at_quality)
     panels: list[Panel] = []
     tables_out = []
     written: list[Path] = []

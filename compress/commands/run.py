@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from compress.run import VariantOutcome
 
 
 def register(sub: Any) -> None:
@@ -64,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def also_score(outcomes: Any, datasets: list[str], *, data_root: str | None, threads: int | None,
-               progress: bool) -> None:
+def also_score(outcomes: Sequence[VariantOutcome], datasets: Sequence[str], *, data_root: str | None,
+               threads: int | None, progress: bool) -> None:
     """Score the run's variants (:class:`compress.run.VariantOutcome`) on more data sets with
     :func:`compress.rescore.rescore_results` (``skip_done``), and refresh the cards of those scored."""
     from compress.cards import write_variant_cards
@@ -73,7 +77,7 @@ def also_score(outcomes: Any, datasets: list[str], *, data_root: str | None, thr
 
     folders: dict[Path, list[str]] = {}
     for o in outcomes:
-        folders.setdefault(Path(o.folder).parent, []).append(o.variant)
+        folders.setdefault(o.folder.parent, []).append(o.variant)
     for folder, variants in folders.items():
         for dataset in datasets:
             done = rescore_results(folder, dataset=dataset, only=variants, skip_done=True, data_root=data_root,
